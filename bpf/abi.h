@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The ABI between the XDP program and the Rust control plane: every struct
+ * and constant that crosses the boundary lives here and nowhere else.
+ *
+ * Rust uses the skeleton's generated types for these structs (their BTF
+ * comes from the maps below), and tests/abi.rs checks sizes, offsets and
+ * enum values against src/dataplane/abi.rs, so neither side can drift.
+ *
+ * Multi-byte address and port fields are in network byte order; everything
+ * else is host order.
+ */
+#ifndef LETHE_ABI_H
+#define LETHE_ABI_H
+
+#define LETHE_ABI_VERSION 1
+
+#define LETHE_MAX_VIPS 1024
+/* Each VIP owns two table slots (2 * vip_id, 2 * vip_id + 1), so a table of
+ * a new size can be filled in the spare slot and published by one VIP update. */
+#define LETHE_MAX_TABLES (2 * LETHE_MAX_VIPS)
+/* Backend records are per (VIP, backend) pair, so their counters are too. */
+#define LETHE_MAX_BACKENDS 65536
+#define LETHE_MAX_TX_PORTS 64
+
+enum lethe_family {
+	LETHE_AF_INET = 4,
+	LETHE_AF_INET6 = 6,
+};
+
+enum lethe_mode {
+	LETHE_MODE_DSR = 1,  /* L2 DSR: rewrite MACs only */
+	LETHE_MODE_IPIP = 2, /* L3 DSR: IPv4/IPv6 in IPv4/IPv6 */
+	LETHE_MODE_GUE = 3,  /* reserved: not forwarded yet */
+	LETHE_MODE_NAT = 4,  /* reserved: not forwarded yet */
+};
+
+/* VIP flag bits (struct lethe_vip.flags). */
+#define LETHE_VIP_F_STICKY (1 << 0) /* hash leaves the source port out */
+
+/* Key of the vips map. IPv4 addresses use addr[0..4], the rest is zero. */
+struct lethe_vip_key {
+	__u8 addr[16];
+	__be16 port; /* 0: all ports of this address and protocol */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family; /* enum lethe_family */
+};
+
+struct lethe_vip {
+	__u32 vip_id;     /* index into vip_stats */
+	__u32 table_id;   /* index into tables (outer map) */
+	__u32 table_size; /* M of that table: slots, a prime */
+	__u8 mode;        /* enum lethe_mode */
+	__u8 flags;       /* LETHE_VIP_F_* */
+	__u16 _pad0;
+	__u32 event_sample_rate; /* reserved for decision events */
+	__u32 _pad1;
+};
+
+/* backends[id]: the target of a table slot. Never rewritten while a table
+ * that references it is published; the control plane allocates a new id. */
+struct lethe_backend {
+	__u8 addr[16]; /* IPv4: addr[0..4] */
+	__be16 port;   /* reserved for nat: destination port, 0 = keep */
+	__u8 family;   /* enum lethe_family */
+	__u8 flags;
+	__u32 _pad;
+};
+
+/* lb_config[0]: settings that are identical on every node of a cluster. */
+struct lethe_config {
+	__u32 hash_seed;
+	__u32 flags;
+	__u64 _reserved;
+};
+
+/* Value of the per-CPU counter arrays (per VIP, per backend, per reason). */
+struct lethe_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * Why a packet left the program the way it did. Every exit counts exactly one
+ * reason; the names (lowercase, without the prefix) are the metric labels.
+ * Append only: the values are part of the ABI.
+ */
+enum lethe_reason {
+	/* forwarded */
+	LETHE_R_FWD_TX = 0,       /* rewritten, sent back out of the ingress port */
+	LETHE_R_FWD_REDIRECT = 1, /* rewritten, redirected to another port */
+	/* passed to the kernel, untouched */
+	LETHE_R_NOT_IP = 2,        /* EtherType is neither IPv4 nor IPv6 */
+	LETHE_R_NOT_VIP = 3,       /* no VIP for (address, port, protocol) */
+	LETHE_R_L4_PROTO = 4,      /* IP protocol other than TCP/UDP */
+	LETHE_R_IPV4_OPTIONS = 5,  /* IHL > 5: not load balanced */
+	LETHE_R_FRAGMENT = 6,      /* IPv4 MF/offset or IPv6 fragment header */
+	LETHE_R_IPV6_EXT = 7,      /* IPv6 extension header before L4 */
+	LETHE_R_NO_NEIGH = 8,      /* next hop has no resolved neighbour */
+	LETHE_R_FWD_DISABLED = 9,  /* forwarding disabled on the ingress port */
+	/* dropped */
+	LETHE_R_TRUNC_ETH = 10,    /* shorter than an Ethernet header */
+	LETHE_R_TRUNC_VLAN = 11,   /* 802.1Q tag cut short */
+	LETHE_R_TRUNC_IP = 12,     /* shorter than the fixed IP header */
+	LETHE_R_BAD_IP_VERSION = 13,
+	LETHE_R_BAD_IHL = 14,      /* IPv4 IHL < 5 */
+	LETHE_R_BAD_IP_LEN = 15,   /* IP length beyond the frame or below the header */
+	LETHE_R_TRUNC_L4 = 16,     /* TCP/UDP header cut short */
+	LETHE_R_NO_BACKEND = 17,   /* VIP without a table, or slot without a backend */
+	LETHE_R_BAD_BACKEND = 18,  /* backend family cannot carry this packet */
+	LETHE_R_NO_ROUTE = 19,     /* no route to the backend */
+	LETHE_R_NOT_ADJACENT = 20, /* dsr: backend is behind a gateway */
+	LETHE_R_FRAG_NEEDED = 21,  /* larger than the egress MTU */
+	LETHE_R_NO_SRC_ADDR = 22,  /* encap: no source address towards the backend */
+	LETHE_R_NO_TX_PORT = 23,   /* egress port not in tx_ports */
+	LETHE_R_ENCAP_FAILED = 24, /* no headroom for the outer header */
+	LETHE_R_MODE_UNSUPPORTED = 25,
+	LETHE_R_INTERNAL = 26,     /* a map that always exists did not */
+	LETHE_R_MAX = 27,
+};
+
+_Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
+_Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
+_Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
+_Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
+_Static_assert(sizeof(struct lethe_counter) == 16, "lethe_counter size");
+
+#endif /* LETHE_ABI_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The seeded flow hash, and the Maglev slot it selects.
+ *
+ * Word by word, the short-input path of XXH32: cheap in BPF (a multiply and
+ * a rotate per 32-bit word), good avalanche from the final mix. Words are
+ * the header bytes loaded little-endian: [src, dst, ports, proto] with 1 or
+ * 4 words per address. With LETHE_VIP_F_STICKY the source port is zero, so
+ * one client keeps one backend across connections. The bit-exact Rust twin
+ * is src/flow_hash.rs.
+ */
+#ifndef LETHE_HASH_H
+#define LETHE_HASH_H
+
+#include "parse.h"
+
+#define LH_PRIME2 0x85EBCA77U
+#define LH_PRIME3 0xC2B2AE3DU
+#define LH_PRIME4 0x27D4EB2FU
+#define LH_PRIME5 0x165667B1U
+
+static __always_inline __u32 lh_rotl(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 lh_round(__u32 h, __u32 word)
+{
+	h += word * LH_PRIME3;
+	return lh_rotl(h, 17) * LH_PRIME4;
+}
+
+static __always_inline __u32 lh_final(__u32 h)
+{
+	h ^= h >> 15;
+	h *= LH_PRIME2;
+	h ^= h >> 13;
+	h *= LH_PRIME3;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline __u32 flow_hash(const struct packet *p, __u32 seed, int sticky)
+{
+	__u32 ports = (sticky ? 0 : (__u32)p->sport) | ((__u32)p->dport << 16);
+	__u32 h;
+
+	if (p->family == LETHE_AF_INET) {
+		h = seed + LH_PRIME5 + 16;
+		h = lh_round(h, p->src[0]);
+		h = lh_round(h, p->dst[0]);
+	} else {
+		h = seed + LH_PRIME5 + 40;
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = lh_round(h, p->src[i]);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = lh_round(h, p->dst[i]);
+	}
+	h = lh_round(h, ports);
+	h = lh_round(h, p->proto);
+	return lh_final(h);
+}
+
+/* hash -> slot in [0, M): a multiply and shift instead of a division. */
+static __always_inline __u32 maglev_slot(__u32 hash, __u32 table_size)
+{
+	return ((__u64)hash * table_size) >> 32;
+}
+
+#endif /* LETHE_HASH_H */

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Lethe's XDP program: parse, find the VIP, hash the flow, pick the backend
+ * from the VIP's Maglev table, rewrite in place, send. No per-flow state:
+ * the same packet and the same maps give the same decision on every node.
+ *
+ * The Rust reference model (src/model/) mirrors this file step by step;
+ * tests/fixtures.rs and tests/model_vs_kernel.rs hold the two to the same
+ * bytes.
+ */
+#include "common.h"
+#include "maps.h"
+#include "stats.h"
+#include "parse.h"
+#include "hash.h"
+#include "forward.h"
+#include "encap.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Reasons from PASS onwards up to the first DROP pass; the rest drop. */
+static __always_inline int reason_action(enum lethe_reason why)
+{
+	if (why >= LETHE_R_NOT_IP && why < LETHE_R_TRUNC_ETH)
+		return XDP_PASS;
+	return XDP_DROP;
+}
+
+static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
+{
+	struct lethe_vip_key key = {};
+	const struct lethe_vip *vip;
+
+	__builtin_memcpy(key.addr, p->dst, 16);
+	key.port = p->dport;
+	key.proto = p->proto;
+	key.family = p->family;
+	vip = bpf_map_lookup_elem(&vips, &key);
+	if (vip)
+		return vip;
+	key.port = 0;
+	return bpf_map_lookup_elem(&vips, &key);
+}
+
+/* The backend id in the VIP's current table for this hash, or NULL. */
+static __always_inline const __u32 *pick_backend(const struct lethe_vip *vip, __u32 hash)
+{
+	__u32 table_id = vip->table_id;
+	__u32 slot;
+	void *table;
+
+	table = bpf_map_lookup_elem(&tables, &table_id);
+	if (!table)
+		return NULL;
+	slot = maglev_slot(hash, vip->table_size);
+	return bpf_map_lookup_elem(table, &slot);
+}
+
+SEC("xdp")
+int lethe_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	const struct lethe_config *cfg;
+	const struct lethe_backend *be;
+	const struct lethe_vip *vip;
+	struct bpf_fib_lookup fib;
+	enum lethe_reason why;
+	struct packet p = {};
+	const __u32 *backend_id;
+	__u32 zero = 0, hash;
+	int action;
+
+	why = parse(data, data_end, &p);
+	if (why != PARSE_OK)
+		return verdict(p.len, reason_action(why), why);
+
+	vip = find_vip(&p);
+	if (!vip)
+		return verdict(p.len, XDP_PASS, LETHE_R_NOT_VIP);
+	count(&vip_stats, vip->vip_id, p.len);
+
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	if (!cfg)
+		return verdict(p.len, XDP_ABORTED, LETHE_R_INTERNAL);
+	hash = flow_hash(&p, cfg->hash_seed, vip->flags & LETHE_VIP_F_STICKY);
+
+	backend_id = pick_backend(vip, hash);
+	if (!backend_id)
+		return verdict(p.len, XDP_DROP, LETHE_R_NO_BACKEND);
+	be = bpf_map_lookup_elem(&backends, backend_id);
+	if (!be)
+		return verdict(p.len, XDP_DROP, LETHE_R_NO_BACKEND);
+
+	switch (vip->mode) {
+	case LETHE_MODE_DSR:
+		if (be->family != p.family)
+			return verdict(p.len, XDP_DROP, LETHE_R_BAD_BACKEND);
+		why = nexthop(ctx, &p, be, p.l3_len, 0, &fib);
+		if (why != NEXTHOP_OK)
+			return verdict(p.len, reason_action(why), why);
+		if (!nexthop_is_backend(&fib, be))
+			return verdict(p.len, XDP_DROP, LETHE_R_NOT_ADJACENT);
+		if (data + sizeof(struct ethhdr) > data_end)
+			return verdict(p.len, XDP_DROP, LETHE_R_TRUNC_ETH);
+		set_macs(data, &fib);
+		break;
+	case LETHE_MODE_IPIP:
+		if (be->family == LETHE_AF_INET && p.family == LETHE_AF_INET6)
+			return verdict(p.len, XDP_DROP, LETHE_R_BAD_BACKEND);
+		why = nexthop(ctx, &p, be, p.l3_len + ipip_outer_len(be->family), 1, &fib);
+		if (why != NEXTHOP_OK)
+			return verdict(p.len, reason_action(why), why);
+		if (ipip_encap(ctx, &p, be, &fib, hash))
+			return verdict(p.len, XDP_DROP, LETHE_R_ENCAP_FAILED);
+		break;
+	default:
+		return verdict(p.len, XDP_DROP, LETHE_R_MODE_UNSUPPORTED);
+	}
+
+	action = transmit(ctx, &fib, &why);
+	count(&backend_stats, *backend_id, p.len);
+	return verdict(p.len, action, why);
+}

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Header parsing: Ethernet (one 802.1Q tag tolerated), IPv4, IPv6, TCP, UDP.
+ *
+ * Lethe transforms only packets it fully understands. Structurally broken
+ * packets (cut short, impossible lengths) are dropped; well-formed packets
+ * it does not balance (options, fragments, extension headers, other
+ * protocols) are passed to the kernel untouched. Either way with a reason.
+ * The Rust twin of these rules is src/model/parse.rs: keep them in step.
+ */
+#ifndef LETHE_PARSE_H
+#define LETHE_PARSE_H
+
+#include "common.h"
+
+/* Returned by parse() when the packet is a TCP/UDP candidate for a VIP. */
+#define PARSE_OK LETHE_R_MAX
+
+struct packet {
+	__u32 len;    /* frame length on arrival */
+	__u16 l3_off; /* ETH_HLEN, or ETH_HLEN + VLAN_HLEN when tagged */
+	__u16 l3_len; /* IP header + payload, as the IP header says */
+	__u8 family;  /* enum lethe_family */
+	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
+	__u8 _pad;
+	__be16 sport;
+	__be16 dport;
+	__be32 src[4]; /* IPv4: src[0] */
+	__be32 dst[4];
+};
+
+static __always_inline int ipv6_is_ext_header(__u8 nexthdr)
+{
+	switch (nexthdr) {
+	case 0:   /* hop-by-hop options */
+	case 43:  /* routing */
+	case 51:  /* authentication header */
+	case 60:  /* destination options */
+	case 135: /* mobility */
+	case 139: /* host identity protocol */
+	case 140: /* shim6 */
+		return 1;
+	}
+	return 0;
+}
+
+/* Ports of a TCP or UDP header at l4, with l4_len bytes of IP payload. */
+static __always_inline enum lethe_reason parse_l4(void *l4, void *data_end, __u32 l4_len,
+						  struct packet *p)
+{
+	__u32 need = p->proto == IPPROTO_TCP ? TCP_HLEN : UDP_HLEN;
+	struct udphdr *ports = l4; /* sport/dport sit first in both headers */
+
+	if (l4_len < need || l4 + need > data_end)
+		return LETHE_R_TRUNC_L4;
+	if ((void *)(ports + 1) > data_end)
+		return LETHE_R_TRUNC_L4;
+	p->sport = ports->source;
+	p->dport = ports->dest;
+	return PARSE_OK;
+}
+
+static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
+						    struct packet *p)
+{
+	struct iphdr *iph = data + p->l3_off;
+	__u32 tot_len;
+
+	if ((void *)(iph + 1) > data_end)
+		return LETHE_R_TRUNC_IP;
+	if (iph->version != 4)
+		return LETHE_R_BAD_IP_VERSION;
+	if (iph->ihl < 5)
+		return LETHE_R_BAD_IHL;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < iph->ihl * 4 || p->l3_off + tot_len > p->len)
+		return LETHE_R_BAD_IP_LEN;
+	if (iph->ihl != 5)
+		return LETHE_R_IPV4_OPTIONS;
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return LETHE_R_FRAGMENT;
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+		return LETHE_R_L4_PROTO;
+
+	p->family = LETHE_AF_INET;
+	p->proto = iph->protocol;
+	p->tos = iph->tos;
+	p->l3_len = tot_len;
+	p->src[0] = iph->saddr;
+	p->dst[0] = iph->daddr;
+	return parse_l4(iph + 1, data_end, tot_len - IPV4_HLEN, p);
+}
+
+static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
+						    struct packet *p)
+{
+	struct ipv6hdr *ip6h = data + p->l3_off;
+	__u32 payload_len;
+
+	if ((void *)(ip6h + 1) > data_end)
+		return LETHE_R_TRUNC_IP;
+	if (ip6h->version != 6)
+		return LETHE_R_BAD_IP_VERSION;
+	payload_len = bpf_ntohs(ip6h->payload_len);
+	if (p->l3_off + IPV6_HLEN + payload_len > p->len)
+		return LETHE_R_BAD_IP_LEN;
+	if (ip6h->nexthdr == 44)
+		return LETHE_R_FRAGMENT;
+	if (ipv6_is_ext_header(ip6h->nexthdr))
+		return LETHE_R_IPV6_EXT;
+	if (ip6h->nexthdr != IPPROTO_TCP && ip6h->nexthdr != IPPROTO_UDP)
+		return LETHE_R_L4_PROTO;
+
+	p->family = LETHE_AF_INET6;
+	p->proto = ip6h->nexthdr;
+	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
+	p->l3_len = IPV6_HLEN + payload_len;
+	__builtin_memcpy(p->src, &ip6h->saddr, 16);
+	__builtin_memcpy(p->dst, &ip6h->daddr, 16);
+	return parse_l4(ip6h + 1, data_end, payload_len, p);
+}
+
+static __always_inline enum lethe_reason parse(void *data, void *data_end, struct packet *p)
+{
+	struct ethhdr *eth = data;
+	__be16 proto;
+
+	p->len = data_end - data;
+	if ((void *)(eth + 1) > data_end)
+		return LETHE_R_TRUNC_ETH;
+	proto = eth->h_proto;
+	p->l3_off = ETH_HLEN;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlan_hdr *vlan = (void *)(eth + 1);
+
+		if ((void *)(vlan + 1) > data_end)
+			return LETHE_R_TRUNC_VLAN;
+		proto = vlan->h_vlan_encapsulated_proto;
+		p->l3_off = ETH_HLEN + VLAN_HLEN;
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, p);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(data, data_end, p);
+	return LETHE_R_NOT_IP;
+}
+
+#endif /* LETHE_PARSE_H */

@@ -1,0 +1,36 @@
+//! Compiles the XDP programs in bpf/ into libbpf-rs skeletons in OUT_DIR.
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+/// Each `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.skel.rs`.
+const PROGRAMS: &[&str] = &["lethe"];
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let clang = env::var("LETHE_CLANG").unwrap_or_else(|_| "clang-19".to_string());
+    let bpf = manifest.join("bpf");
+    let vmlinux = manifest.join("vmlinux");
+
+    for name in PROGRAMS {
+        let src = bpf.join(format!("{name}.bpf.c"));
+        SkeletonBuilder::new()
+            .source(&src)
+            .clang(&clang)
+            .clang_args([
+                "-I".as_ref(),
+                vmlinux.as_os_str(),
+                "-I".as_ref(),
+                bpf.as_os_str(),
+                "-Wall".as_ref(),
+                "-Werror".as_ref(),
+            ])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
+    }
+    println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=vmlinux");
+    println!("cargo:rerun-if-env-changed=LETHE_CLANG");
+}
