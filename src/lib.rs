@@ -1,8 +1,15 @@
 //! Lethe: a stateless L4 load balancer on XDP.
 //!
 //! - [`flow_hash`] and [`maglev`]: the pure functions every node agrees on.
+//! - [`config`] and [`plan`]: the desired state, validated, with its tables.
 //! - [`model`]: the Rust reference model of the XDP program.
 //! - [`dataplane`]: the only code that touches the BPF skeleton and maps.
 
+pub mod abi;
+pub mod checksum;
+pub mod config;
 pub mod flow_hash;
 pub mod maglev;
+pub mod model;
+pub mod dataplane;
+pub mod plan;

@@ -11,7 +11,7 @@
 //! (smallest `(quota + 1) / w`), so every share is as close to its weight's
 //! share as whole slots allow. Backends then claim slots in rounds along
 //! their permutations, each at a pace proportional to its weight, until its
-//! quota is reached.
+//! quota is reached. Weights may span 1-65535 without slowing the build.
 
 use std::net::IpAddr;
 
@@ -199,7 +199,11 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
 
     let weights: Vec<u32> = sorted.iter().map(|b| b.weight).collect();
     let mut left = quotas(&weights, size);
-    let max_weight = *weights.iter().max().expect("non-empty");
+    // Each round a backend earns its weight in credit and spends `pace` per
+    // claim: the average weight, so a round fills about N slots whatever
+    // the weights' magnitude, and equal weights give plain Maglev.
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let pace = (total / weights.len() as u64).max(1);
     let m = u64::from(size);
     // Permutation of backend i: offset_i + j * skip_i (mod M), walked by
     // keeping the current position.
@@ -220,8 +224,8 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
     while remaining > 0 {
         for i in 0..sorted.len() {
             credit[i] += u64::from(weights[i]);
-            while credit[i] >= u64::from(max_weight) && left[i] > 0 {
-                credit[i] -= u64::from(max_weight);
+            while credit[i] >= pace && left[i] > 0 {
+                credit[i] -= pace;
                 let mut p = pos[i];
                 while !filled.claim(p) {
                     p += skip[i];
@@ -397,6 +401,17 @@ mod tests {
         let frac = changed(&before, &after) as f64 / f64::from(before.size());
         // The doubled backend gains ~1 % of the table; little else moves.
         assert!(frac <= 0.02, "reweighting moved {:.3}%", frac * 100.0);
+    }
+
+    #[test]
+    fn extreme_weights_keep_balance() {
+        let mut b = equal(1000);
+        b[0].weight = crate::config::MAX_WEIGHT;
+        let t = build(&b, DEFAULT_TABLE_SIZE).unwrap();
+        let counts = t.slot_counts();
+        // 65535 of 66534 weight units: 64553.4 slots, the rest 0.98 each.
+        assert_eq!(counts[0], 64_553);
+        assert!(counts[1..].iter().all(|&c| c <= 1));
     }
 
     #[test]

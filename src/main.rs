@@ -1,4 +1,6 @@
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/lethe.skel.rs"));
+fn main() {
+    match lethe::dataplane::Dataplane::load() {
+        Ok(_) => println!("loaded"),
+        Err(e) => eprintln!("error: {e:#}"),
+    }
 }
-fn main() {}

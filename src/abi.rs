@@ -1,0 +1,203 @@
+//! The constants and enums of `bpf/abi.h`, on the Rust side.
+//!
+//! The structs themselves are the skeleton's generated types (see
+//! `dataplane`). `tests/abi.rs` reads the compiled object's BTF and checks
+//! every value here against it, so the two cannot drift.
+
+use std::fmt;
+
+pub const ABI_VERSION: u32 = 1;
+pub const MAX_VIPS: u32 = 1024;
+pub const MAX_TABLES: u32 = 2 * MAX_VIPS;
+pub const MAX_BACKENDS: u32 = 65_536;
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// `struct lethe_vip.flags`: the hash leaves the source port out.
+pub const VIP_F_STICKY: u8 = 1 << 0;
+
+/// Family codes of the ABI (not the kernel's AF_* numbers).
+pub const FAMILY_INET: u8 = 4;
+pub const FAMILY_INET6: u8 = 6;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// How a VIP forwards (`enum lethe_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Mode {
+    /// L2 direct server return: MACs rewritten, IP untouched.
+    Dsr = 1,
+    /// L3 DSR: IPv4/IPv6 encapsulated in IPv4/IPv6 to the backend.
+    Ipip = 2,
+    /// L3 DSR in UDP (GUE). Not forwarded yet.
+    Gue = 3,
+    /// Stateless NAT. Not forwarded yet.
+    Nat = 4,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Dsr, Mode::Ipip, Mode::Gue, Mode::Nat];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dsr => "dsr",
+            Mode::Ipip => "ipip",
+            Mode::Gue => "gue",
+            Mode::Nat => "nat",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An XDP verdict (`enum xdp_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Action {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl Action {
+    pub fn from_raw(v: u32) -> Option<Action> {
+        Some(match v {
+            0 => Action::Aborted,
+            1 => Action::Drop,
+            2 => Action::Pass,
+            3 => Action::Tx,
+            4 => Action::Redirect,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Aborted => "aborted",
+            Action::Drop => "drop",
+            Action::Pass => "pass",
+            Action::Tx => "tx",
+            Action::Redirect => "redirect",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+macro_rules! reasons {
+    ($($variant:ident = $value:literal => $name:literal: $doc:literal,)*) => {
+        /// Why a packet left the program as it did (`enum lethe_reason`).
+        /// Every exit counts exactly one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u32)]
+        pub enum Reason {
+            $(#[doc = $doc] $variant = $value,)*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            /// The metric label: the C name, lowercase, without `LETHE_R_`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)*
+                }
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $doc,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    FwdTx = 0 => "fwd_tx": "rewritten, sent back out of the ingress port",
+    FwdRedirect = 1 => "fwd_redirect": "rewritten, redirected to another port",
+    NotIp = 2 => "not_ip": "EtherType is neither IPv4 nor IPv6 (passed)",
+    NotVip = 3 => "not_vip": "no VIP for (address, port, protocol) (passed)",
+    L4Proto = 4 => "l4_proto": "IP protocol other than TCP or UDP (passed)",
+    Ipv4Options = 5 => "ipv4_options": "IPv4 header with options (passed)",
+    Fragment = 6 => "fragment": "IP fragment (passed)",
+    Ipv6Ext = 7 => "ipv6_ext": "IPv6 extension header before L4 (passed)",
+    NoNeigh = 8 => "no_neigh": "next hop has no resolved neighbour (passed)",
+    FwdDisabled = 9 => "fwd_disabled": "forwarding disabled on the ingress port (passed)",
+    TruncEth = 10 => "trunc_eth": "shorter than an Ethernet header",
+    TruncVlan = 11 => "trunc_vlan": "802.1Q tag cut short",
+    TruncIp = 12 => "trunc_ip": "shorter than the fixed IP header",
+    BadIpVersion = 13 => "bad_ip_version": "IP version does not match the EtherType",
+    BadIhl = 14 => "bad_ihl": "IPv4 IHL below 5",
+    BadIpLen = 15 => "bad_ip_len": "IP length beyond the frame or below the header",
+    TruncL4 = 16 => "trunc_l4": "TCP/UDP header cut short",
+    NoBackend = 17 => "no_backend": "VIP without a backend",
+    BadBackend = 18 => "bad_backend": "backend family cannot carry this packet",
+    NoRoute = 19 => "no_route": "no route to the backend",
+    NotAdjacent = 20 => "not_adjacent": "dsr backend is behind a gateway",
+    FragNeeded = 21 => "frag_needed": "larger than the egress MTU",
+    NoSrcAddr = 22 => "no_src_addr": "no source address towards the backend",
+    NoTxPort = 23 => "no_tx_port": "egress port not allowed (tx_ports)",
+    EncapFailed = 24 => "encap_failed": "no headroom for the outer header",
+    ModeUnsupported = 25 => "mode_unsupported": "VIP mode not forwarded by this program",
+    Internal = 26 => "internal": "a map that always exists did not",
+}
+
+/// `LETHE_R_MAX`: the number of reasons.
+pub const REASON_COUNT: u32 = 27;
+
+impl Reason {
+    pub fn from_raw(v: u32) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+
+    /// The verdict a non-forwarding reason implies (`reason_action()` in C).
+    pub fn implied_action(self) -> Action {
+        if (Reason::NotIp as u32..Reason::TruncEth as u32).contains(&(self as u32)) {
+            Action::Pass
+        } else {
+            Action::Drop
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_dense_and_in_order() {
+        assert_eq!(Reason::ALL.len() as u32, REASON_COUNT);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+            assert_eq!(Reason::from_raw(i as u32), Some(*r));
+        }
+        assert_eq!(Reason::from_raw(REASON_COUNT), None);
+    }
+
+    #[test]
+    fn pass_and_drop_groups() {
+        assert_eq!(Reason::NotVip.implied_action(), Action::Pass);
+        assert_eq!(Reason::FwdDisabled.implied_action(), Action::Pass);
+        assert_eq!(Reason::TruncEth.implied_action(), Action::Drop);
+        assert_eq!(Reason::NoBackend.implied_action(), Action::Drop);
+    }
+}

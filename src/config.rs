@@ -1,0 +1,641 @@
+//! The desired state: VIPs, their backends, and the cluster-wide hash seed.
+//!
+//! This is the document `PUT /v1/config` takes and the state directory
+//! stores. Every field but a VIP's name, address, port and protocol and a
+//! backend's address has a default. [`Config::validate`] is pure: it takes
+//! the document and says what is wrong with it, before anything is touched.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::abi::{self, Mode};
+use crate::maglev::{self, DEFAULT_TABLE_SIZE};
+
+/// Largest backend weight; 0 takes a backend out of the table.
+pub const MAX_WEIGHT: u32 = 65_535;
+/// Backend records in the data plane, over all VIPs. Half the map, so a
+/// whole new configuration can be written before the old one is released.
+pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
+pub const MAX_NAME_LEN: usize = 63;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed of the flow hash: the same on every node behind one ECMP group.
+    #[serde(default)]
+    pub hash_seed: u32,
+    #[serde(default)]
+    pub vips: Vec<Vip>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => abi::IPPROTO_TCP,
+            Protocol::Udp => abi::IPPROTO_UDP,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            abi::IPPROTO_TCP => Some(Protocol::Tcp),
+            abi::IPPROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub name: String,
+    pub address: IpAddr,
+    /// 0: every port of this address and protocol.
+    pub port: u16,
+    pub protocol: Protocol,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Leave the client's source port out of the hash: one client, one backend.
+    #[serde(default)]
+    pub sticky: bool,
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+    /// Decision events: 1 in N packets; 0 = off.
+    #[serde(default)]
+    pub event_sample_rate: u32,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Dsr
+}
+
+fn default_table_size() -> u32 {
+    DEFAULT_TABLE_SIZE
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub address: IpAddr,
+    /// Destination port for `nat`; defaults to the VIP's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How a VIP's backends are probed. Stored and validated now; probing is
+/// the health-check issue's work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HealthCheck {
+    #[default]
+    None,
+    /// Healthy when a TCP connection to the backend opens.
+    Tcp {
+        /// Defaults to the backend's port.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        /// Consecutive successes that make a down backend up.
+        #[serde(default = "default_rise")]
+        rise: u32,
+        /// Consecutive failures that make an up backend down.
+        #[serde(default = "default_fall")]
+        fall: u32,
+    },
+    /// Healthy when `GET path` answers 2xx/3xx (or exactly `expect_status`).
+    Http {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(default = "default_path")]
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        #[serde(default = "default_rise")]
+        rise: u32,
+        #[serde(default = "default_fall")]
+        fall: u32,
+    },
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+/// The timing every probing health check shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckTiming {
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+fn default_interval() -> u32 {
+    1000
+}
+fn default_timeout() -> u32 {
+    500
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+/// What is wrong with a configuration. Each is a client error: the
+/// document asks for something impossible, and nothing is applied.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("VIP name {0:?} is invalid: use 1-{MAX_NAME_LEN} characters from [A-Za-z0-9._-], starting with a letter or digit")]
+    BadName(String),
+    #[error("VIP name {0:?} is used twice")]
+    DuplicateName(String),
+    #[error("VIPs {first:?} and {second:?} both claim {address} port {port}/{protocol}")]
+    DuplicateVip {
+        first: String,
+        second: String,
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error("{what} address {address} cannot be used: {why}")]
+    BadAddress {
+        what: &'static str,
+        address: IpAddr,
+        why: &'static str,
+    },
+    #[error("VIP {vip:?}: backend {backend} is listed twice")]
+    DuplicateBackend { vip: String, backend: IpAddr },
+    #[error("VIP {vip:?}: mode {mode} cannot carry an {vip_family} VIP to {backend_family} backend {backend}")]
+    MixedFamily {
+        vip: String,
+        mode: Mode,
+        backend: IpAddr,
+        vip_family: &'static str,
+        backend_family: &'static str,
+    },
+    #[error("VIP {vip:?}: mode {mode} is not supported by this data plane yet")]
+    ModeUnsupported { vip: String, mode: Mode },
+    #[error("VIP {vip:?}: {source}")]
+    Table {
+        vip: String,
+        source: maglev::MaglevError,
+    },
+    #[error("VIP {vip:?}: backend {backend} weight {weight} is out of range 0-{MAX_WEIGHT}")]
+    BadWeight {
+        vip: String,
+        backend: IpAddr,
+        weight: u32,
+    },
+    #[error("VIP {vip:?}: backend {backend}: port 0 is not a destination port")]
+    BadBackendPort { vip: String, backend: IpAddr },
+    #[error("VIP {vip:?}: health check: {why}")]
+    BadHealthCheck { vip: String, why: String },
+    #[error("{count} VIPs exceed the data plane's {max}")]
+    TooManyVips { count: usize, max: usize },
+    #[error("{count} backends over all VIPs exceed the data plane's {max}")]
+    TooManyBackends { count: usize, max: usize },
+}
+
+fn family_name(a: &IpAddr) -> &'static str {
+    if a.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+fn check_address(what: &'static str, a: &IpAddr) -> Result<(), ConfigError> {
+    let why = match a {
+        _ if a.is_unspecified() => "it is unspecified",
+        _ if a.is_multicast() => "it is multicast",
+        IpAddr::V4(v4) if v4.is_broadcast() => "it is broadcast",
+        _ => return Ok(()),
+    };
+    Err(ConfigError::BadAddress {
+        what,
+        address: *a,
+        why,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadName(name.to_string()))
+    }
+}
+
+impl HealthCheck {
+    /// Interval, timeout, rise and fall; `None` for `kind: none`.
+    pub fn timing(&self) -> Option<CheckTiming> {
+        match *self {
+            HealthCheck::None => None,
+            HealthCheck::Tcp {
+                interval_ms,
+                timeout_ms,
+                rise,
+                fall,
+                ..
+            }
+            | HealthCheck::Http {
+                interval_ms,
+                timeout_ms,
+                rise,
+                fall,
+                ..
+            } => Some(CheckTiming {
+                interval_ms,
+                timeout_ms,
+                rise,
+                fall,
+            }),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let Some(timing) = self.timing() else {
+            return Ok(());
+        };
+        let (port, path) = match self {
+            HealthCheck::None => return Ok(()),
+            HealthCheck::Tcp { port, .. } => (port, None),
+            HealthCheck::Http {
+                port,
+                path,
+                expect_status,
+                ..
+            } => {
+                if let Some(s) = expect_status {
+                    if !(100..=599).contains(s) {
+                        return Err(format!("expect_status {s} is not an HTTP status"));
+                    }
+                }
+                (port, Some(path))
+            }
+        };
+        if *port == Some(0) {
+            return Err("port 0 cannot be probed".into());
+        }
+        if let Some(path) = path {
+            if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(format!("path {path:?} must start with / and hold no spaces or control characters"));
+            }
+        }
+        if !(10..=3_600_000).contains(&timing.interval_ms) {
+            return Err(format!("interval_ms {} is outside 10-3600000", timing.interval_ms));
+        }
+        if timing.timeout_ms == 0 || timing.timeout_ms > timing.interval_ms {
+            return Err(format!(
+                "timeout_ms {} must be between 1 and interval_ms ({})",
+                timing.timeout_ms, timing.interval_ms
+            ));
+        }
+        for (name, v) in [("rise", timing.rise), ("fall", timing.fall)] {
+            if !(1..=100).contains(&v) {
+                return Err(format!("{name} {v} is outside 1-100"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Vip {
+    /// The backend's destination port: its own, else the VIP's.
+    pub fn backend_port(&self, b: &Backend) -> u16 {
+        b.port.unwrap_or(self.port)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let vip = || self.name.clone();
+        check_name(&self.name)?;
+        check_address("VIP", &self.address)?;
+        maglev::validate_size(self.table_size).map_err(|source| ConfigError::Table {
+            vip: vip(),
+            source,
+        })?;
+        if matches!(self.mode, Mode::Gue | Mode::Nat) {
+            return Err(ConfigError::ModeUnsupported {
+                vip: vip(),
+                mode: self.mode,
+            });
+        }
+        self.health_check
+            .validate()
+            .map_err(|why| ConfigError::BadHealthCheck { vip: vip(), why })?;
+        let mut seen = HashSet::new();
+        for b in &self.backends {
+            check_address("backend", &b.address)?;
+            if !seen.insert(b.address) {
+                return Err(ConfigError::DuplicateBackend {
+                    vip: vip(),
+                    backend: b.address,
+                });
+            }
+            if b.weight > MAX_WEIGHT {
+                return Err(ConfigError::BadWeight {
+                    vip: vip(),
+                    backend: b.address,
+                    weight: b.weight,
+                });
+            }
+            if b.port == Some(0) {
+                return Err(ConfigError::BadBackendPort {
+                    vip: vip(),
+                    backend: b.address,
+                });
+            }
+            let carried = match self.mode {
+                // L2 DSR leaves the IP header alone: one family end to end.
+                Mode::Dsr => self.address.is_ipv4() == b.address.is_ipv4(),
+                // IPv4-in-IPv4, IPv6-in-IPv6, IPv4-in-IPv6; not IPv6-in-IPv4.
+                _ => !(self.address.is_ipv6() && b.address.is_ipv4()),
+            };
+            if !carried {
+                return Err(ConfigError::MixedFamily {
+                    vip: vip(),
+                    mode: self.mode,
+                    backend: b.address,
+                    vip_family: family_name(&self.address),
+                    backend_family: family_name(&b.address),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks everything that can be checked without touching the system.
+    /// Table sizes against backend counts are checked when tables are built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vips.len() > abi::MAX_VIPS as usize {
+            return Err(ConfigError::TooManyVips {
+                count: self.vips.len(),
+                max: abi::MAX_VIPS as usize,
+            });
+        }
+        let backends: usize = self.vips.iter().map(|v| v.backends.len()).sum();
+        if backends > MAX_TOTAL_BACKENDS {
+            return Err(ConfigError::TooManyBackends {
+                count: backends,
+                max: MAX_TOTAL_BACKENDS,
+            });
+        }
+        let mut names = HashSet::new();
+        let mut keys: std::collections::HashMap<(IpAddr, u16, Protocol), &str> =
+            std::collections::HashMap::new();
+        for v in &self.vips {
+            v.validate()?;
+            if !names.insert(v.name.as_str()) {
+                return Err(ConfigError::DuplicateName(v.name.clone()));
+            }
+            if let Some(first) = keys.insert((v.address, v.port, v.protocol), &v.name) {
+                return Err(ConfigError::DuplicateVip {
+                    first: first.to_string(),
+                    second: v.name.clone(),
+                    address: v.address,
+                    port: v.port,
+                    protocol: v.protocol,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn vip(&self, name: &str) -> Option<&Vip> {
+        self.vips.iter().find(|v| v.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Config {
+        serde_json::from_str(json).expect("parses")
+    }
+
+    fn web() -> Config {
+        parse(
+            r#"{"hash_seed": 7, "vips": [{"name": "web", "address": "10.100.0.1",
+                "port": 80, "protocol": "tcp",
+                "backends": [{"address": "10.0.1.1"}, {"address": "10.0.1.2", "weight": 3}]}]}"#,
+        )
+    }
+
+    #[test]
+    fn defaults_fill_every_optional_field() {
+        let c = web();
+        c.validate().unwrap();
+        let v = &c.vips[0];
+        assert_eq!(v.mode, Mode::Dsr);
+        assert!(!v.sticky);
+        assert_eq!(v.table_size, 65_537);
+        assert_eq!(v.event_sample_rate, 0);
+        assert_eq!(v.health_check, HealthCheck::None);
+        assert_eq!(v.backends[0].weight, 1);
+        assert_eq!(v.backend_port(&v.backends[0]), 80);
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_round_trips() {
+        let json = r#"{"hash_seed": 0, "vips": [ {
+           "name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp",
+           "mode": "dsr", "sticky": false, "table_size": 65537, "event_sample_rate": 0,
+           "health_check": {"kind": "http", "port": 80, "path": "/healthz",
+                            "interval_ms": 1000, "timeout_ms": 500, "rise": 2, "fall": 3},
+           "backends": [ {"address": "10.0.1.1", "weight": 1} ] } ] }"#;
+        let c = parse(json);
+        c.validate().unwrap();
+        let again: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        let complete = parse(
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 1, "protocol": "udp",
+                "health_check": {"kind": "none"}}]}"#,
+        );
+        complete.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_refused_by_the_parser() {
+        for bad in [
+            r#"{"vips": [], "extra": 1}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80, "protocol": "tcp", "colour": 1}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": "80", "protocol": "tcp"}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 70000, "protocol": "tcp"}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.300", "port": 80, "protocol": "tcp"}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80, "protocol": "sctp"}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80, "protocol": "tcp", "mode": "tunnel"}]}"#,
+            r#"{"vips": [{"address": "10.0.0.1", "port": 80, "protocol": "tcp"}]}"#,
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80, "protocol": "tcp",
+                 "health_check": {"kind": "icmp"}}]}"#,
+        ] {
+            assert!(serde_json::from_str::<Config>(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    fn invalid(mutate: impl FnOnce(&mut Config)) -> ConfigError {
+        let mut c = web();
+        mutate(&mut c);
+        c.validate().expect_err("should be refused")
+    }
+
+    #[test]
+    fn each_impossible_config_has_its_error() {
+        assert!(matches!(invalid(|c| c.vips[0].name = "".into()), ConfigError::BadName(_)));
+        assert!(matches!(invalid(|c| c.vips[0].name = "a/b".into()), ConfigError::BadName(_)));
+        assert!(matches!(invalid(|c| c.vips[0].name = "-a".into()), ConfigError::BadName(_)));
+        assert!(matches!(
+            invalid(|c| c.vips[0].address = "0.0.0.0".parse().unwrap()),
+            ConfigError::BadAddress { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[0].address = "ff02::1".parse().unwrap()),
+            ConfigError::BadAddress { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[1].address = c.vips[0].backends[0].address),
+            ConfigError::DuplicateBackend { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[0].address = "2001:db8::1".parse().unwrap()),
+            ConfigError::MixedFamily { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].table_size = 65_536),
+            ConfigError::Table { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].table_size = 2_000_003),
+            ConfigError::Table { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[0].weight = MAX_WEIGHT + 1),
+            ConfigError::BadWeight { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[0].port = Some(0)),
+            ConfigError::BadBackendPort { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].mode = Mode::Nat),
+            ConfigError::ModeUnsupported { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| {
+                let mut second = c.vips[0].clone();
+                second.name = "web2".into();
+                c.vips.push(second);
+            }),
+            ConfigError::DuplicateVip { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| {
+                let mut second = c.vips[0].clone();
+                second.port = 443;
+                c.vips.push(second);
+            }),
+            ConfigError::DuplicateName(_)
+        ));
+        assert!(matches!(
+            invalid(|c| {
+                let v = c.vips[0].clone();
+                c.vips = (0..=abi::MAX_VIPS)
+                    .map(|i| Vip {
+                        name: format!("v{i}"),
+                        port: i as u16,
+                        ..v.clone()
+                    })
+                    .collect();
+            }),
+            ConfigError::TooManyVips { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| {
+                c.vips[0].backends = (0..=MAX_TOTAL_BACKENDS as u32)
+                    .map(|i| Backend {
+                        address: IpAddr::V4((0x0a00_0000 + i).into()),
+                        port: None,
+                        weight: 1,
+                    })
+                    .collect();
+            }),
+            ConfigError::TooManyBackends { .. }
+        ));
+    }
+
+    #[test]
+    fn health_check_limits() {
+        let bad = |hc: &str| {
+            let mut c = web();
+            c.vips[0].health_check = serde_json::from_str(hc).unwrap();
+            matches!(c.validate(), Err(ConfigError::BadHealthCheck { .. }))
+        };
+        assert!(bad(r#"{"kind": "tcp", "timeout_ms": 2000}"#));
+        assert!(bad(r#"{"kind": "tcp", "interval_ms": 5}"#));
+        assert!(bad(r#"{"kind": "tcp", "rise": 0}"#));
+        assert!(bad(r#"{"kind": "tcp", "port": 0}"#));
+        assert!(bad(r#"{"kind": "http", "path": "healthz"}"#));
+        assert!(bad(r#"{"kind": "http", "expect_status": 99}"#));
+        assert!(!bad(r#"{"kind": "http", "path": "/healthz", "expect_status": 204}"#));
+        let unknown = r#"{"kind": "tcp", "interval": 5}"#;
+        assert!(serde_json::from_str::<HealthCheck>(unknown).is_err());
+    }
+
+    #[test]
+    fn ipip_carries_v4_in_v6_but_not_v6_in_v4() {
+        let mut c = web();
+        c.vips[0].mode = Mode::Ipip;
+        c.vips[0].backends[0].address = "2001:db8::1".parse().unwrap();
+        c.validate().unwrap();
+        c.vips[0].address = "2001:db8:ff::1".parse().unwrap();
+        c.vips[0].backends[1].address = "10.0.0.9".parse().unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::MixedFamily { .. })));
+    }
+}

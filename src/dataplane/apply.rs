@@ -1,0 +1,275 @@
+//! Making the maps hold a plan, in an order that never shows a packet a
+//! half-made state:
+//!
+//! 1. backend records are written under fresh ids before any table names
+//!    them, and never rewritten while a published table may name them;
+//! 2. a table is filled unpublished and swapped in with one map update;
+//!    the kernel waits for running programs before that update returns;
+//! 3. a VIP record is written after its table is published, so a new VIP
+//!    never matches without a table; a table of a new size goes into the
+//!    VIP's spare slot and the VIP record flips to it in one update;
+//! 4. ids (VIP, backend) are released only after the update that stopped
+//!    referencing them, and their counters are zeroed when reused.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use libbpf_rs::{MapCore, MapFlags};
+
+use super::records::{self, lethe_config, lethe_vip, Pod};
+use super::{table, DataplaneError};
+use crate::abi::{MAX_BACKENDS, MAX_VIPS};
+use crate::plan::{Plan, PlannedVip, VipKey};
+
+pub struct Maps<'a> {
+    pub config: &'a dyn MapCore,
+    pub vips: &'a dyn MapCore,
+    pub tables: &'a dyn MapCore,
+    pub backends: &'a dyn MapCore,
+    pub vip_stats: &'a dyn MapCore,
+    pub backend_stats: &'a dyn MapCore,
+}
+
+/// Ids handed out lowest first.
+#[derive(Debug)]
+struct IdPool {
+    what: &'static str,
+    free: BTreeSet<u32>,
+    max: u32,
+}
+
+impl IdPool {
+    fn new(what: &'static str, max: u32) -> Self {
+        IdPool {
+            what,
+            free: (0..max).collect(),
+            max,
+        }
+    }
+
+    fn take(&mut self) -> Result<u32, DataplaneError> {
+        self.free.pop_first().ok_or(DataplaneError::Exhausted {
+            what: self.what,
+            max: self.max,
+        })
+    }
+
+    fn give_back(&mut self, id: u32) {
+        self.free.insert(id);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InstalledBackend {
+    id: u32,
+    port: u16,
+}
+
+#[derive(Debug)]
+struct InstalledVip {
+    vip_id: u32,
+    record: lethe_vip,
+    /// Backend ids as published, slot by slot; empty = no table published.
+    slots: Vec<u32>,
+    backends: HashMap<IpAddr, InstalledBackend>,
+}
+
+/// What the maps hold, as this process wrote it.
+#[derive(Debug)]
+pub struct Installed {
+    seed: Option<u32>,
+    vips: HashMap<VipKey, InstalledVip>,
+    vip_ids: IdPool,
+    backend_ids: IdPool,
+}
+
+impl Default for Installed {
+    fn default() -> Self {
+        Installed {
+            seed: None,
+            vips: HashMap::new(),
+            vip_ids: IdPool::new("VIP", MAX_VIPS),
+            backend_ids: IdPool::new("backend", MAX_BACKENDS),
+        }
+    }
+}
+
+fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), DataplaneError> {
+    let cpus = libbpf_rs::num_possible_cpus().map_err(|e| DataplaneError::map(name, "count cpus", e))?;
+    let zero = vec![vec![0u8; size_of::<records::lethe_counter>()]; cpus];
+    map.update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
+        .map_err(|e| DataplaneError::map(name, "reset", e))
+}
+
+impl Installed {
+    pub fn vip_id(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).map(|v| v.vip_id)
+    }
+
+    pub fn backend_id(&self, key: &VipKey, backend: IpAddr) -> Option<u32> {
+        self.vips.get(key)?.backends.get(&backend).map(|b| b.id)
+    }
+
+    /// The VIP's current table id and its backend ids by address.
+    pub fn table_view(&self, key: &VipKey) -> Option<(u32, HashMap<u32, IpAddr>)> {
+        let v = self.vips.get(key)?;
+        let by_id = v.backends.iter().map(|(a, b)| (b.id, *a)).collect();
+        Some((v.record.table_id, by_id))
+    }
+
+    pub fn apply(&mut self, maps: &Maps<'_>, plan: &Plan) -> Result<(), DataplaneError> {
+        if self.seed != Some(plan.hash_seed) {
+            let cfg = lethe_config {
+                hash_seed: plan.hash_seed,
+                ..Default::default()
+            };
+            maps.config
+                .update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
+            self.seed = Some(plan.hash_seed);
+        }
+        // Removals first: their ids become free for what is added.
+        let wanted: std::collections::HashSet<VipKey> = plan.vips.iter().map(|v| v.key()).collect();
+        let gone: Vec<VipKey> = self.vips.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in gone {
+            self.remove_vip(maps, &key)?;
+        }
+        for planned in &plan.vips {
+            self.upsert_vip(maps, planned)?;
+        }
+        Ok(())
+    }
+
+    fn remove_vip(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
+        let Some(v) = self.vips.get(key) else {
+            return Ok(());
+        };
+        match maps.vips.delete(records::vip_key(key).as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(e) => return Err(DataplaneError::map("vips", "delete", e)),
+        }
+        // Deleting from the map-in-map waits for running programs.
+        table::remove(maps.tables, v.record.table_id)?;
+        let v = self.vips.remove(key).expect("present above");
+        self.vip_ids.give_back(v.vip_id);
+        for b in v.backends.values() {
+            self.backend_ids.give_back(b.id);
+        }
+        Ok(())
+    }
+
+    fn upsert_vip(&mut self, maps: &Maps<'_>, planned: &PlannedVip) -> Result<(), DataplaneError> {
+        let key = planned.key();
+        let is_new = !self.vips.contains_key(&key);
+        if is_new {
+            let vip_id = self.vip_ids.take()?;
+            if let Err(e) = zero_counters(maps.vip_stats, "vip_stats", vip_id) {
+                self.vip_ids.give_back(vip_id);
+                return Err(e);
+            }
+            self.vips.insert(
+                key,
+                InstalledVip {
+                    vip_id,
+                    record: lethe_vip {
+                        vip_id,
+                        table_id: 2 * vip_id,
+                        ..Default::default()
+                    },
+                    slots: Vec::new(),
+                    backends: HashMap::new(),
+                },
+            );
+        }
+
+        // 1. Backend records: keep ids whose record is unchanged, write new ones.
+        let mut next: HashMap<IpAddr, InstalledBackend> = HashMap::new();
+        let mut fresh = Vec::new();
+        for b in &planned.vip.backends {
+            let port = planned.vip.backend_port(b);
+            let current = self.vips[&key].backends.get(&b.address).copied();
+            let installed = match current {
+                Some(cur) if cur.port == port => cur,
+                _ => {
+                    let id = self.backend_ids.take()?;
+                    fresh.push(id);
+                    let rec = records::backend(&b.address, port);
+                    let written = maps
+                        .backends
+                        .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
+                        .map_err(|e| DataplaneError::map("backends", "update", e))
+                        .and_then(|()| zero_counters(maps.backend_stats, "backend_stats", id));
+                    if let Err(e) = written {
+                        for id in fresh {
+                            self.backend_ids.give_back(id);
+                        }
+                        return Err(e);
+                    }
+                    InstalledBackend { id, port }
+                }
+            };
+            next.insert(b.address, installed);
+        }
+
+        // 2. The table, in backend ids.
+        let slots: Vec<u32> = planned
+            .table
+            .slots
+            .iter()
+            .map(|&i| next[&planned.table.backends[i as usize]].id)
+            .collect();
+        let v = self.vips.get_mut(&key).expect("inserted above");
+        let size = planned.vip.table_size;
+        let mut record = lethe_vip {
+            vip_id: v.vip_id,
+            table_id: v.record.table_id,
+            table_size: size,
+            mode: planned.mode() as u8,
+            flags: planned.flags(),
+            event_sample_rate: planned.vip.event_sample_rate,
+            ..Default::default()
+        };
+        // A table of a new size goes into the spare slot, and the VIP
+        // record flips to it below: size and table change in one update.
+        let mut retired_table = None;
+        if !is_new && size != v.record.table_size {
+            record.table_id ^= 1;
+            retired_table = Some(v.record.table_id);
+        }
+        if slots.is_empty() {
+            if !v.slots.is_empty() {
+                table::remove(maps.tables, v.record.table_id)?;
+            }
+        } else if slots != v.slots || retired_table.is_some() {
+            let map = table::create(&slots)?;
+            table::publish(maps.tables, record.table_id, &map)?;
+        }
+        v.slots = slots;
+
+        // 3. The VIP record, once its table is in place.
+        if is_new || record.as_bytes() != v.record.as_bytes() {
+            maps.vips
+                .update(records::vip_key(&key).as_bytes(), record.as_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map("vips", "update", e))?;
+            v.record = record;
+        }
+        if let Some(old) = retired_table {
+            table::remove(maps.tables, old)?;
+        }
+
+        // 4. Release ids no longer referenced: the table update above has
+        // waited out every packet that could still read them.
+        let released: Vec<u32> = v
+            .backends
+            .iter()
+            .filter(|(addr, b)| next.get(*addr) != Some(*b))
+            .map(|(_, b)| b.id)
+            .collect();
+        v.backends = next;
+        for id in released {
+            self.backend_ids.give_back(id);
+        }
+        Ok(())
+    }
+}

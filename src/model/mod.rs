@@ -1,0 +1,179 @@
+//! The reference model of the XDP program: (plan, network, frame) ->
+//! (verdict, reason, output frame). It follows `bpf/lethe.bpf.c` step by
+//! step, with the same hash (`flow_hash`) and the same tables (`plan`), so
+//! tests can hold the kernel program to it byte for byte, and `trace` can
+//! say which backend a flow gets without sending a packet.
+
+mod parse;
+mod rewrite;
+
+use std::net::IpAddr;
+
+pub use parse::{parse, Packet, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN};
+
+use crate::abi::{Action, Mode, Reason};
+use crate::config::Protocol;
+use crate::flow_hash::{flow_hash, maglev_slot, FlowKey};
+use crate::plan::Plan;
+
+/// What the kernel's FIB answers for a route to the backend
+/// (`bpf_fib_lookup`), as far as the program uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fib {
+    Forward(Nexthop),
+    NoNeigh,
+    FwdDisabled,
+    FragNeeded,
+    NoSrcAddr,
+    NoRoute,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nexthop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// The source address the kernel picks towards the backend.
+    pub src: IpAddr,
+    /// Whether the backend is reached through a gateway.
+    pub via_gateway: bool,
+}
+
+/// A route question the program asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FibQuery {
+    pub ingress_ifindex: u32,
+    pub dst: IpAddr,
+    /// L3 length the packet will have on the wire.
+    pub tot_len: usize,
+}
+
+/// The network the program runs in: routes, neighbours and the tx_ports map.
+pub trait Network {
+    fn route(&self, query: &FibQuery) -> Fib;
+    /// Whether `ifindex` is in tx_ports (the ingress port always may send).
+    fn tx_port(&self, ifindex: u32) -> bool;
+}
+
+/// The backend a flow gets, and how it was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Index into `Plan::vips`.
+    pub vip: usize,
+    pub hash: u32,
+    pub slot: u32,
+    pub backend: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: Action,
+    pub reason: Reason,
+    /// The frame as the program leaves it (the input when untouched).
+    pub frame: Vec<u8>,
+    /// The VIP matched (index into `Plan::vips`), counted in vip_stats.
+    pub vip: Option<usize>,
+    /// The backend the packet was forwarded to, counted in backend_stats.
+    pub backend: Option<IpAddr>,
+}
+
+/// Which backend `plan` gives a flow to (address, port, protocol), or why
+/// none. The choice part of the program, without routes.
+pub fn pick(plan: &Plan, key: &FlowKey) -> Result<Pick, Reason> {
+    let protocol = Protocol::from_number(key.proto).ok_or(Reason::L4Proto)?;
+    let vip = plan
+        .find(key.dst, key.dport, protocol)
+        .ok_or(Reason::NotVip)?;
+    let planned = &plan.vips[vip];
+    let hash = flow_hash(key, plan.hash_seed, planned.vip.sticky);
+    if planned.table.is_empty() {
+        return Err(Reason::NoBackend);
+    }
+    let slot = maglev_slot(hash, planned.table.size());
+    let backend = planned.table.backend_at(slot).ok_or(Reason::NoBackend)?;
+    Ok(Pick {
+        vip,
+        hash,
+        slot,
+        backend,
+    })
+}
+
+/// Runs the program on one frame received on `ingress_ifindex`.
+pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8]) -> Outcome {
+    let untouched = |reason: Reason, vip: Option<usize>| Outcome {
+        action: reason.implied_action(),
+        reason,
+        frame: frame.to_vec(),
+        vip,
+        backend: None,
+    };
+    let p = match parse(frame) {
+        Ok(p) => p,
+        Err(reason) => return untouched(reason, None),
+    };
+    let key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+    };
+    let chosen = match pick(plan, &key) {
+        Ok(c) => c,
+        Err(Reason::NotVip) => return untouched(Reason::NotVip, None),
+        Err(reason) => {
+            let vip = Protocol::from_number(p.proto)
+                .and_then(|proto| plan.find(p.dst, p.dport, proto));
+            return untouched(reason, vip);
+        }
+    };
+    let vip = Some(chosen.vip);
+    let backend = chosen.backend;
+    let mode = plan.vips[chosen.vip].mode();
+
+    let outer_len = match mode {
+        Mode::Dsr if backend.is_ipv4() != p.dst.is_ipv4() => {
+            return untouched(Reason::BadBackend, vip)
+        }
+        Mode::Dsr => 0,
+        Mode::Ipip if backend.is_ipv4() && p.dst.is_ipv6() => {
+            return untouched(Reason::BadBackend, vip)
+        }
+        Mode::Ipip => rewrite::ipip_outer_len(&backend),
+        Mode::Gue | Mode::Nat => return untouched(Reason::ModeUnsupported, vip),
+    };
+    let query = FibQuery {
+        ingress_ifindex,
+        dst: backend,
+        tot_len: p.l3_len + outer_len,
+    };
+    let hop = match net.route(&query) {
+        Fib::Forward(hop) => hop,
+        Fib::NoNeigh => return untouched(Reason::NoNeigh, vip),
+        Fib::FwdDisabled => return untouched(Reason::FwdDisabled, vip),
+        Fib::FragNeeded => return untouched(Reason::FragNeeded, vip),
+        Fib::NoSrcAddr => return untouched(Reason::NoSrcAddr, vip),
+        Fib::NoRoute => return untouched(Reason::NoRoute, vip),
+    };
+    if hop.ifindex != ingress_ifindex && !net.tx_port(hop.ifindex) {
+        return untouched(Reason::NoTxPort, vip);
+    }
+    let out = match mode {
+        Mode::Dsr if hop.via_gateway => return untouched(Reason::NotAdjacent, vip),
+        Mode::Dsr => rewrite::dsr(frame, &hop),
+        _ => rewrite::ipip(frame, &p, &hop, backend, chosen.hash),
+    };
+    let (action, reason) = if hop.ifindex == ingress_ifindex {
+        (Action::Tx, Reason::FwdTx)
+    } else {
+        (Action::Redirect, Reason::FwdRedirect)
+    };
+    Outcome {
+        action,
+        reason,
+        frame: out,
+        vip,
+        backend: Some(backend),
+    }
+}

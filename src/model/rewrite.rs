@@ -1,0 +1,89 @@
+//! The bytes the program writes: MAC rewrite (dsr) and IPIP encapsulation.
+//! Twin of `bpf/encap.h` and `set_macs` in `bpf/forward.h`.
+
+use std::net::IpAddr;
+
+use super::parse::{Packet, ETH_P_IP, ETH_P_IPV6};
+use super::Nexthop;
+use crate::checksum;
+
+const OUTER_TTL: u8 = 64;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IP_DF: u16 = 0x4000;
+
+pub fn ipip_outer_len(backend: &IpAddr) -> usize {
+    if backend.is_ipv4() {
+        20
+    } else {
+        40
+    }
+}
+
+fn set_macs(frame: &mut [u8], hop: &Nexthop) {
+    frame[0..6].copy_from_slice(&hop.dmac);
+    frame[6..12].copy_from_slice(&hop.smac);
+}
+
+pub fn dsr(frame: &[u8], hop: &Nexthop) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    set_macs(&mut out, hop);
+    out
+}
+
+fn outer_ipv4(p: &Packet, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
+        unreachable!("IPv4 outer header needs IPv4 addresses");
+    };
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[1] = p.tos;
+    h[2..4].copy_from_slice(&((p.l3_len + 20) as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&IP_DF.to_be_bytes());
+    h[8] = OUTER_TTL;
+    h[9] = IPPROTO_IPIP;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let csum = checksum::internet(&h);
+    h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h
+}
+
+fn outer_ipv6(p: &Packet, src: IpAddr, dst: IpAddr, hash: u32) -> Vec<u8> {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else {
+        unreachable!("IPv6 outer header needs IPv6 addresses");
+    };
+    let mut h = vec![0u8; 40];
+    let first = (6u32 << 28) | (u32::from(p.tos) << 20) | (hash & 0xF_FFFF);
+    h[0..4].copy_from_slice(&first.to_be_bytes());
+    h[4..6].copy_from_slice(&(p.l3_len as u16).to_be_bytes());
+    h[6] = if p.dst.is_ipv4() {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    };
+    h[7] = OUTER_TTL;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h
+}
+
+/// The encapsulated frame: the L2 header (and its tag) with new MACs and
+/// EtherType, the outer header, then the original frame from L3 on.
+pub fn ipip(frame: &[u8], p: &Packet, hop: &Nexthop, backend: IpAddr, hash: u32) -> Vec<u8> {
+    let mut l2 = frame[..p.l3_off].to_vec();
+    set_macs(&mut l2, hop);
+    let ethertype = if backend.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+    let at = p.l3_off - 2;
+    l2[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+    let outer = if backend.is_ipv4() {
+        outer_ipv4(p, hop.src, backend)
+    } else {
+        outer_ipv6(p, hop.src, backend, hash)
+    };
+    let mut out = Vec::with_capacity(frame.len() + outer.len());
+    out.extend_from_slice(&l2);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(&frame[p.l3_off..]);
+    out
+}

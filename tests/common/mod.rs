@@ -1,0 +1,7 @@
+//! Shared by the privileged tests: a private network namespace per test,
+//! the fixture topology inside it, and the model's view of that topology.
+#![allow(dead_code)]
+
+pub mod netns;
+pub mod topology;
+pub mod packets;
