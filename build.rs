@@ -27,6 +27,8 @@ fn main() {
                 "-Wall".as_ref(),
                 "-Werror".as_ref(),
             ])
+            // The object itself too: tests/abi.rs reads its BTF.
+            .obj(out.join(format!("{name}.bpf.o")))
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
     }

@@ -31,7 +31,9 @@ fn balance(b: &[WeightedBackend], t: &MaglevTable) -> (f64, f64) {
 }
 
 fn moved(a: &MaglevTable, b: &MaglevTable) -> f64 {
-    let n = (0..a.size()).filter(|&s| a.backend_at(s) != b.backend_at(s)).count();
+    let n = (0..a.size())
+        .filter(|&s| a.backend_at(s) != b.backend_at(s))
+        .count();
     100.0 * n as f64 / f64::from(a.size())
 }
 

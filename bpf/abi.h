@@ -119,6 +119,14 @@ enum lethe_reason {
 	LETHE_R_MAX = 27,
 };
 
+/* Puts the ABI enums in the object's BTF (as a .rodata variable), where
+ * tests/abi.rs reads their names and values. */
+struct lethe_abi_enums {
+	enum lethe_reason reason;
+	enum lethe_mode mode;
+	enum lethe_family family;
+};
+
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
 _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");

@@ -32,17 +32,15 @@ static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struc
 	fib->sport = p->sport;
 	fib->dport = p->dport;
 	fib->tot_len = tot_len;
+	/* The source stays zero: the route to a backend must not depend on
+	 * the client (a martian client source would fail the lookup). */
 	if (be->family == LETHE_AF_INET) {
 		fib->family = AF_INET;
 		fib->tos = p->tos;
 		__builtin_memcpy(&fib->ipv4_dst, be->addr, 4);
-		if (!want_src)
-			fib->ipv4_src = p->src[0];
 	} else {
 		fib->family = AF_INET6;
 		__builtin_memcpy(fib->ipv6_dst, be->addr, 16);
-		if (!want_src && p->family == LETHE_AF_INET6)
-			__builtin_memcpy(fib->ipv6_src, p->src, 16);
 	}
 
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), flags);

@@ -18,6 +18,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+const volatile struct lethe_abi_enums lethe_abi = {};
+
 /* Reasons from PASS onwards up to the first DROP pass; the rest drop. */
 static __always_inline int reason_action(enum lethe_reason why)
 {

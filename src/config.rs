@@ -214,10 +214,10 @@ pub enum ConfigError {
     },
     #[error("VIP {vip:?}: mode {mode} is not supported by this data plane yet")]
     ModeUnsupported { vip: String, mode: Mode },
-    #[error("VIP {vip:?}: {source}")]
+    #[error("VIP {vip:?}: {problem}")]
     Table {
         vip: String,
-        source: maglev::MaglevError,
+        problem: maglev::MaglevError,
     },
     #[error("VIP {vip:?}: backend {backend} weight {weight} is out of range 0-{MAX_WEIGHT}")]
     BadWeight {
@@ -324,11 +324,16 @@ impl HealthCheck {
         }
         if let Some(path) = path {
             if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(format!("path {path:?} must start with / and hold no spaces or control characters"));
+                return Err(format!(
+                    "path {path:?} must start with / and hold no spaces or control characters"
+                ));
             }
         }
         if !(10..=3_600_000).contains(&timing.interval_ms) {
-            return Err(format!("interval_ms {} is outside 10-3600000", timing.interval_ms));
+            return Err(format!(
+                "interval_ms {} is outside 10-3600000",
+                timing.interval_ms
+            ));
         }
         if timing.timeout_ms == 0 || timing.timeout_ms > timing.interval_ms {
             return Err(format!(
@@ -355,9 +360,9 @@ impl Vip {
         let vip = || self.name.clone();
         check_name(&self.name)?;
         check_address("VIP", &self.address)?;
-        maglev::validate_size(self.table_size).map_err(|source| ConfigError::Table {
+        maglev::validate_size(self.table_size).map_err(|problem| ConfigError::Table {
             vip: vip(),
-            source,
+            problem,
         })?;
         if matches!(self.mode, Mode::Gue | Mode::Nat) {
             return Err(ConfigError::ModeUnsupported {
@@ -516,7 +521,10 @@ mod tests {
             r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80, "protocol": "tcp",
                  "health_check": {"kind": "icmp"}}]}"#,
         ] {
-            assert!(serde_json::from_str::<Config>(bad).is_err(), "accepted: {bad}");
+            assert!(
+                serde_json::from_str::<Config>(bad).is_err(),
+                "accepted: {bad}"
+            );
         }
     }
 
@@ -528,9 +536,18 @@ mod tests {
 
     #[test]
     fn each_impossible_config_has_its_error() {
-        assert!(matches!(invalid(|c| c.vips[0].name = "".into()), ConfigError::BadName(_)));
-        assert!(matches!(invalid(|c| c.vips[0].name = "a/b".into()), ConfigError::BadName(_)));
-        assert!(matches!(invalid(|c| c.vips[0].name = "-a".into()), ConfigError::BadName(_)));
+        assert!(matches!(
+            invalid(|c| c.vips[0].name = "".into()),
+            ConfigError::BadName(_)
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].name = "a/b".into()),
+            ConfigError::BadName(_)
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].name = "-a".into()),
+            ConfigError::BadName(_)
+        ));
         assert!(matches!(
             invalid(|c| c.vips[0].address = "0.0.0.0".parse().unwrap()),
             ConfigError::BadAddress { .. }
@@ -623,7 +640,9 @@ mod tests {
         assert!(bad(r#"{"kind": "tcp", "port": 0}"#));
         assert!(bad(r#"{"kind": "http", "path": "healthz"}"#));
         assert!(bad(r#"{"kind": "http", "expect_status": 99}"#));
-        assert!(!bad(r#"{"kind": "http", "path": "/healthz", "expect_status": 204}"#));
+        assert!(!bad(
+            r#"{"kind": "http", "path": "/healthz", "expect_status": 204}"#
+        ));
         let unknown = r#"{"kind": "tcp", "interval": 5}"#;
         assert!(serde_json::from_str::<HealthCheck>(unknown).is_err());
     }

@@ -39,10 +39,9 @@ fn finish(mut h: u32) -> u32 {
 fn addr_words(h: u32, addr: &IpAddr) -> u32 {
     match addr {
         IpAddr::V4(a) => round(h, u32::from_le_bytes(a.octets())),
-        IpAddr::V6(a) => a
-            .octets()
-            .chunks_exact(4)
-            .fold(h, |h, w| round(h, u32::from_le_bytes([w[0], w[1], w[2], w[3]]))),
+        IpAddr::V6(a) => a.octets().chunks_exact(4).fold(h, |h, w| {
+            round(h, u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        }),
     }
 }
 

@@ -8,8 +8,8 @@
 pub mod abi;
 pub mod checksum;
 pub mod config;
+pub mod dataplane;
 pub mod flow_hash;
 pub mod maglev;
 pub mod model;
-pub mod dataplane;
 pub mod plan;

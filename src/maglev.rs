@@ -178,7 +178,7 @@ impl Filled {
 pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, MaglevError> {
     validate_size(size)?;
     let mut sorted: Vec<WeightedBackend> = backends.to_vec();
-    sorted.sort_by(|a, b| a.address.cmp(&b.address));
+    sorted.sort_by_key(|b| b.address);
     if let Some(pair) = sorted.windows(2).find(|p| p[0].address == p[1].address) {
         return Err(MaglevError::DuplicateBackend(pair[0].address));
     }
@@ -380,7 +380,11 @@ mod tests {
             let moved = changed(&before, &after);
             let frac = moved as f64 / f64::from(before.size());
             assert!(moved >= own);
-            assert!(frac <= 0.017, "removing #{removed} moved {:.3}%", frac * 100.0);
+            assert!(
+                frac <= 0.017,
+                "removing #{removed} moved {:.3}%",
+                frac * 100.0
+            );
         }
     }
 
@@ -461,10 +465,7 @@ mod tests {
                 size: 7
             })
         );
-        assert_eq!(
-            build(&equal(2), 100),
-            Err(MaglevError::NotPrime(100))
-        );
+        assert_eq!(build(&equal(2), 100), Err(MaglevError::NotPrime(100)));
     }
 
     #[test]

@@ -67,10 +67,10 @@ impl Plan {
                         weight: b.weight,
                     })
                     .collect();
-                let table = maglev::build(&weighted, v.table_size).map_err(|source| {
+                let table = maglev::build(&weighted, v.table_size).map_err(|problem| {
                     ConfigError::Table {
                         vip: v.name.clone(),
-                        source,
+                        problem,
                     }
                 })?;
                 Ok(PlannedVip {

@@ -12,60 +12,15 @@ use std::net::IpAddr;
 
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
 use lethe::abi::{Action, Reason};
-use lethe::config::Config;
 use lethe::dataplane::{Counter, Dataplane};
 use lethe::flow_hash::FlowKey;
 use lethe::model::{self, Network};
 use lethe::plan::Plan;
 
+use common::config::fixture_config;
 use common::netns::in_new_netns;
 use common::packets::{check_frame, fix_ipv4_csum, Flow};
 use common::topology::Topology;
-
-pub fn fixture_config() -> Config {
-    serde_json::from_value(serde_json::json!({
-        "hash_seed": 0x5eed,
-        "vips": [
-            {"name": "web4", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]},
-            {"name": "web6", "address": "fd00:100::1", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "fd00:1::11"}, {"address": "fd00:1::12"}, {"address": "fd00:1::13", "weight": 2}]},
-            {"name": "any4", "address": "10.100.0.2", "port": 0, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "10.9.0.1"}, {"address": "10.9.0.2"}]},
-            {"name": "alt4", "address": "10.100.0.2", "port": 8080, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.1.0.11"}]},
-            {"name": "dns4", "address": "10.100.0.1", "port": 53, "protocol": "udp", "mode": "ipip",
-             "backends": [{"address": "fd00:9::1"}, {"address": "fd00:9::2"}]},
-            {"name": "tun6", "address": "fd00:100::2", "port": 443, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "fd00:9::1"}, {"address": "fd00:9::2"}, {"address": "fd00:9::3"}]},
-            {"name": "sticky4", "address": "10.100.0.3", "port": 443, "protocol": "tcp", "mode": "dsr",
-             "sticky": true,
-             "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]},
-            {"name": "far4", "address": "10.100.0.4", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.2.0.11"}]},
-            {"name": "far6", "address": "fd00:100::4", "port": 80, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "fd00:2::11"}]},
-            {"name": "unres4", "address": "10.100.0.5", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.1.0.99"}]},
-            {"name": "unreach4", "address": "10.100.0.6", "port": 80, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "192.0.2.1"}]},
-            {"name": "unreach6", "address": "fd00:100::6", "port": 80, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "2001:db8:dead::1"}]},
-            {"name": "behindgw4", "address": "10.100.0.7", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.9.0.1"}]},
-            {"name": "empty4", "address": "10.100.0.8", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": []},
-            {"name": "notx4", "address": "10.100.0.9", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.3.0.11"}]},
-            {"name": "drained4", "address": "10.100.0.10", "port": 80, "protocol": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.1.0.11", "weight": 0}]},
-            {"name": "small4", "address": "10.100.0.11", "port": 53, "protocol": "udp", "mode": "ipip",
-             "table_size": 7,
-             "backends": [{"address": "10.9.0.1"}, {"address": "10.9.0.2"}, {"address": "10.9.0.3"}]}
-        ]
-    }))
-    .expect("fixture config parses")
-}
 
 /// What a fixture expects the program to leave.
 enum Expect {
@@ -123,7 +78,10 @@ impl Env {
 
     fn macs_for(&self, backend: IpAddr) -> ([u8; 6], [u8; 6]) {
         let (dev, gw) = self.egress(backend);
-        let dmac = self.topo.neighbour_mac(gw.unwrap_or(backend)).expect("resolved");
+        let dmac = self
+            .topo
+            .neighbour_mac(gw.unwrap_or(backend))
+            .expect("resolved");
         (self.topo.iface_mac(dev), dmac)
     }
 
@@ -172,8 +130,9 @@ impl Env {
         match (src, backend) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 out[l3 - 2..l3].copy_from_slice(&0x0800u16.to_be_bytes());
-                let mut h = Ipv4Header::new(inner_len as u16, 64, IpNumber::IPV4, s.octets(), d.octets())
-                    .unwrap();
+                let mut h =
+                    Ipv4Header::new(inner_len as u16, 64, IpNumber::IPV4, s.octets(), d.octets())
+                        .unwrap();
                 h.dont_fragment = true;
                 h.identification = 0;
                 h.dscp = etherparse::Ipv4Dscp::try_new(f.tos >> 2).unwrap();
@@ -187,7 +146,11 @@ impl Env {
                     traffic_class: f.tos,
                     flow_label: Ipv6FlowLabel::try_new(pick.hash & 0xF_FFFF).unwrap(),
                     payload_length: inner_len as u16,
-                    next_header: if f.src.is_ipv4() { IpNumber::IPV4 } else { IpNumber::IPV6 },
+                    next_header: if f.src.is_ipv4() {
+                        IpNumber::IPV4
+                    } else {
+                        IpNumber::IPV6
+                    },
                     hop_limit: 64,
                     source: s.octets(),
                     destination: d.octets(),
@@ -246,56 +209,291 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     let ipip = |f: &Flow| env.ipip(f, &f.frame(m));
     let mut v = vec![
         // Forwarding, per mode and family.
-        fwd("ipv4 tcp to dsr VIP: MACs rewritten, sent back out", frame(&tcp4("10.100.0.1", 80)), Action::Tx, env.dsr(&tcp4("10.100.0.1", 80))),
-        fwd("ipv6 tcp to dsr VIP (weighted backends)", frame(&tcp6("fd00:100::1", 80)), Action::Tx, env.dsr(&tcp6("fd00:100::1", 80))),
-        fwd("ipv4 tcp, any port, to all-ports VIP: IPv4-in-IPv4 via gateway", frame(&tcp4("10.100.0.2", 9999)), Action::Tx, ipip(&tcp4("10.100.0.2", 9999))),
-        fwd("ipv4 tcp to port 8080: the exact-port VIP wins over all-ports", frame(&tcp4("10.100.0.2", 8080)), Action::Tx, env.dsr(&tcp4("10.100.0.2", 8080))),
-        fwd("ipv4 udp to ipip VIP with IPv6 backends: IPv4-in-IPv6", frame(&Flow::udp("198.51.100.7", 5353, "10.100.0.1", 53)), Action::Tx, ipip(&Flow::udp("198.51.100.7", 5353, "10.100.0.1", 53))),
-        fwd("ipv6 tcp to ipip VIP: IPv6-in-IPv6, flow label from the hash", frame(&tcp6("fd00:100::2", 443)), Action::Tx, ipip(&tcp6("fd00:100::2", 443))),
-        fwd("ipv4 ipip: TOS copied to the outer header", frame(&tcp4("10.100.0.2", 22).tos(0xb8)), Action::Tx, ipip(&tcp4("10.100.0.2", 22).tos(0xb8))),
-        fwd("ipv6 ipip: traffic class copied to the outer header", frame(&tcp6("fd00:100::2", 443).tos(0x2e)), Action::Tx, ipip(&tcp6("fd00:100::2", 443).tos(0x2e))),
-        fwd("ipv4 dsr to a backend on another port: redirect", frame(&tcp4("10.100.0.4", 80)), Action::Redirect, env.dsr(&tcp4("10.100.0.4", 80))),
-        fwd("ipv6 ipip to a backend on another port: redirect", frame(&tcp6("fd00:100::4", 80)), Action::Redirect, ipip(&tcp6("fd00:100::4", 80))),
-        fwd("802.1Q-tagged ipv4 to dsr VIP: tag kept", frame(&tcp4("10.100.0.1", 80).vlan(42)), Action::Tx, env.dsr(&tcp4("10.100.0.1", 80).vlan(42))),
-        fwd("802.1Q-tagged ipv6 to ipip VIP: outer header after the tag", frame(&tcp6("fd00:100::2", 443).vlan(7)), Action::Tx, ipip(&tcp6("fd00:100::2", 443).vlan(7))),
-        fwd("ipv4 ipip to a 7-slot table", frame(&Flow::udp("198.51.100.9", 999, "10.100.0.11", 53)), Action::Tx, ipip(&Flow::udp("198.51.100.9", 999, "10.100.0.11", 53))),
-        fwd("ipv4 dsr at exactly the egress MTU", frame(&tcp4("10.100.0.1", 80).payload(1500 - 40)), Action::Tx, env.dsr(&tcp4("10.100.0.1", 80).payload(1500 - 40))),
+        fwd(
+            "ipv4 tcp to dsr VIP: MACs rewritten, sent back out",
+            frame(&tcp4("10.100.0.1", 80)),
+            Action::Tx,
+            env.dsr(&tcp4("10.100.0.1", 80)),
+        ),
+        fwd(
+            "ipv6 tcp to dsr VIP (weighted backends)",
+            frame(&tcp6("fd00:100::1", 80)),
+            Action::Tx,
+            env.dsr(&tcp6("fd00:100::1", 80)),
+        ),
+        fwd(
+            "ipv4 tcp, any port, to all-ports VIP: IPv4-in-IPv4 via gateway",
+            frame(&tcp4("10.100.0.2", 9999)),
+            Action::Tx,
+            ipip(&tcp4("10.100.0.2", 9999)),
+        ),
+        fwd(
+            "ipv4 tcp to port 8080: the exact-port VIP wins over all-ports",
+            frame(&tcp4("10.100.0.2", 8080)),
+            Action::Tx,
+            env.dsr(&tcp4("10.100.0.2", 8080)),
+        ),
+        fwd(
+            "ipv4 udp to ipip VIP with IPv6 backends: IPv4-in-IPv6",
+            frame(&Flow::udp("198.51.100.7", 5353, "10.100.0.1", 53)),
+            Action::Tx,
+            ipip(&Flow::udp("198.51.100.7", 5353, "10.100.0.1", 53)),
+        ),
+        fwd(
+            "ipv6 tcp to ipip VIP: IPv6-in-IPv6, flow label from the hash",
+            frame(&tcp6("fd00:100::2", 443)),
+            Action::Tx,
+            ipip(&tcp6("fd00:100::2", 443)),
+        ),
+        fwd(
+            "ipv4 ipip: TOS copied to the outer header",
+            frame(&tcp4("10.100.0.2", 22).tos(0xb8)),
+            Action::Tx,
+            ipip(&tcp4("10.100.0.2", 22).tos(0xb8)),
+        ),
+        fwd(
+            "ipv6 ipip: traffic class copied to the outer header",
+            frame(&tcp6("fd00:100::2", 443).tos(0x2e)),
+            Action::Tx,
+            ipip(&tcp6("fd00:100::2", 443).tos(0x2e)),
+        ),
+        fwd(
+            "ipv4 dsr to a backend on another port: redirect",
+            frame(&tcp4("10.100.0.4", 80)),
+            Action::Redirect,
+            env.dsr(&tcp4("10.100.0.4", 80)),
+        ),
+        fwd(
+            "ipv6 ipip to a backend on another port: redirect",
+            frame(&tcp6("fd00:100::4", 80)),
+            Action::Redirect,
+            ipip(&tcp6("fd00:100::4", 80)),
+        ),
+        fwd(
+            "802.1Q-tagged ipv4 to dsr VIP: tag kept",
+            frame(&tcp4("10.100.0.1", 80).vlan(42)),
+            Action::Tx,
+            env.dsr(&tcp4("10.100.0.1", 80).vlan(42)),
+        ),
+        fwd(
+            "802.1Q-tagged ipv6 to ipip VIP: outer header after the tag",
+            frame(&tcp6("fd00:100::2", 443).vlan(7)),
+            Action::Tx,
+            ipip(&tcp6("fd00:100::2", 443).vlan(7)),
+        ),
+        fwd(
+            "ipv4 ipip to a 7-slot table",
+            frame(&Flow::udp("198.51.100.9", 999, "10.100.0.11", 53)),
+            Action::Tx,
+            ipip(&Flow::udp("198.51.100.9", 999, "10.100.0.11", 53)),
+        ),
+        fwd(
+            "ipv4 dsr at exactly the egress MTU",
+            frame(&tcp4("10.100.0.1", 80).payload(1500 - 40)),
+            Action::Tx,
+            env.dsr(&tcp4("10.100.0.1", 80).payload(1500 - 40)),
+        ),
         // Not for a VIP: passed untouched.
-        left("ipv4 tcp to a VIP address, other port", frame(&tcp4("10.100.0.1", 81)), Reason::NotVip),
-        left("ipv4 udp to a tcp VIP's address and port", frame(&Flow::udp("198.51.100.7", 1, "10.100.0.1", 80)), Reason::NotVip),
-        left("ipv6 udp to no VIP", frame(&Flow::udp("2001:db8:c::7", 1, "2001:db8::99", 53)), Reason::NotVip),
-        left("ARP: not IP", edit(frame(&tcp4("10.100.0.1", 80)), |f| f[12..14].copy_from_slice(&[0x08, 0x06])), Reason::NotIp),
-        left("LLDP EtherType 0x88cc: not IP", edit(frame(&tcp4("10.100.0.1", 80)), |f| f[12..14].copy_from_slice(&[0x88, 0xcc])), Reason::NotIp),
-        left("two 802.1Q tags: only one is tolerated", edit(frame(&tcp4("10.100.0.1", 80).vlan(5)), |f| f[16..18].copy_from_slice(&[0x81, 0x00])), Reason::NotIp),
-        left("ipv4 ICMP to a VIP address: not TCP/UDP", edit(frame(&tcp4("10.100.0.1", 80)), |f| { f[14 + 9] = 1; fix_ipv4_csum(&mut f[14..]); }), Reason::L4Proto),
-        left("ipv6 ICMPv6 to a VIP address: not TCP/UDP", edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 58), Reason::L4Proto),
-        left("ipv4 with options (IHL 6) to a VIP", ipv4_with_options(&frame(&tcp4("10.100.0.1", 80))), Reason::Ipv4Options),
-        left("ipv4 fragment, more-fragments set", edit(frame(&tcp4("10.100.0.1", 80)), |f| { f[14 + 6] |= 0x20; fix_ipv4_csum(&mut f[14..]); }), Reason::Fragment),
-        left("ipv4 fragment, offset set", edit(frame(&tcp4("10.100.0.1", 80)), |f| { f[14 + 7] = 0x10; fix_ipv4_csum(&mut f[14..]); }), Reason::Fragment),
-        left("ipv6 fragment header", edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 44), Reason::Fragment),
-        left("ipv6 hop-by-hop options header", edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 0), Reason::Ipv6Ext),
-        left("ipv6 routing header", edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 43), Reason::Ipv6Ext),
-        left("dsr backend without a resolved neighbour", frame(&tcp4("10.100.0.5", 80)), Reason::NoNeigh),
+        left(
+            "ipv4 tcp to a VIP address, other port",
+            frame(&tcp4("10.100.0.1", 81)),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv4 udp to a tcp VIP's address and port",
+            frame(&Flow::udp("198.51.100.7", 1, "10.100.0.1", 80)),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv6 udp to no VIP",
+            frame(&Flow::udp("2001:db8:c::7", 1, "2001:db8::99", 53)),
+            Reason::NotVip,
+        ),
+        left(
+            "ARP: not IP",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[12..14].copy_from_slice(&[0x08, 0x06])
+            }),
+            Reason::NotIp,
+        ),
+        left(
+            "LLDP EtherType 0x88cc: not IP",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[12..14].copy_from_slice(&[0x88, 0xcc])
+            }),
+            Reason::NotIp,
+        ),
+        left(
+            "two 802.1Q tags: only one is tolerated",
+            edit(frame(&tcp4("10.100.0.1", 80).vlan(5)), |f| {
+                f[16..18].copy_from_slice(&[0x81, 0x00])
+            }),
+            Reason::NotIp,
+        ),
+        left(
+            "ipv4 ICMP to a VIP address: not TCP/UDP",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[14 + 9] = 1;
+                fix_ipv4_csum(&mut f[14..]);
+            }),
+            Reason::L4Proto,
+        ),
+        left(
+            "ipv6 ICMPv6 to a VIP address: not TCP/UDP",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 58),
+            Reason::L4Proto,
+        ),
+        left(
+            "ipv4 with options (IHL 6) to a VIP",
+            ipv4_with_options(&frame(&tcp4("10.100.0.1", 80))),
+            Reason::Ipv4Options,
+        ),
+        left(
+            "ipv4 fragment, more-fragments set",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[14 + 6] |= 0x20;
+                fix_ipv4_csum(&mut f[14..]);
+            }),
+            Reason::Fragment,
+        ),
+        left(
+            "ipv4 fragment, offset set",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[14 + 7] = 0x10;
+                fix_ipv4_csum(&mut f[14..]);
+            }),
+            Reason::Fragment,
+        ),
+        left(
+            "ipv6 fragment header",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 44),
+            Reason::Fragment,
+        ),
+        left(
+            "ipv6 hop-by-hop options header",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 0),
+            Reason::Ipv6Ext,
+        ),
+        left(
+            "ipv6 routing header",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14 + 6] = 43),
+            Reason::Ipv6Ext,
+        ),
+        left(
+            "dsr backend without a resolved neighbour",
+            frame(&tcp4("10.100.0.5", 80)),
+            Reason::NoNeigh,
+        ),
         // Dropped, with their reasons.
-        left("ipv4 ipip backend behind an unreachable route", frame(&tcp4("10.100.0.6", 80)), Reason::NoRoute),
-        left("ipv6 ipip backend behind an unreachable route", frame(&tcp6("fd00:100::6", 80)), Reason::NoRoute),
-        left("dsr backend behind a gateway: not adjacent", frame(&tcp4("10.100.0.7", 80)), Reason::NotAdjacent),
-        left("VIP without backends", frame(&tcp4("10.100.0.8", 80)), Reason::NoBackend),
-        left("VIP whose only backend has weight 0", frame(&tcp4("10.100.0.10", 80)), Reason::NoBackend),
-        left("backend behind a port that is not in tx_ports", frame(&tcp4("10.100.0.9", 80)), Reason::NoTxPort),
-        left("ipip would exceed the egress MTU", frame(&tcp4("10.100.0.2", 80).payload(1500 - 40)), Reason::FragNeeded),
-        left("802.1Q tag cut short", frame(&tcp4("10.100.0.1", 80).vlan(1))[..16].to_vec(), Reason::TruncVlan),
-        left("ipv4 header cut short", frame(&tcp4("10.100.0.1", 80))[..14 + 19].to_vec(), Reason::TruncIp),
-        left("ipv6 header cut short", frame(&tcp6("fd00:100::1", 80))[..14 + 39].to_vec(), Reason::TruncIp),
-        left("ipv4 EtherType carrying version 6", edit(frame(&tcp4("10.100.0.1", 80)), |f| f[14] = 0x65), Reason::BadIpVersion),
-        left("ipv6 EtherType carrying version 4", edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14] = 0x40), Reason::BadIpVersion),
-        left("ipv4 IHL 4", edit(frame(&tcp4("10.100.0.1", 80)), |f| f[14] = 0x44), Reason::BadIhl),
-        left("ipv4 total length beyond the frame", edit(frame(&tcp4("10.100.0.1", 80)), |f| { let n = (f.len() - 14 + 1) as u16; f[16..18].copy_from_slice(&n.to_be_bytes()); }), Reason::BadIpLen),
-        left("ipv4 total length below the header", edit(frame(&tcp4("10.100.0.1", 80)), |f| f[16..18].copy_from_slice(&19u16.to_be_bytes())), Reason::BadIpLen),
-        left("ipv6 payload length beyond the frame", edit(frame(&tcp6("fd00:100::1", 80)), |f| { let n = (f.len() - 54 + 1) as u16; f[18..20].copy_from_slice(&n.to_be_bytes()); }), Reason::BadIpLen),
-        left("tcp header cut short by the IP length", edit(frame(&tcp4("10.100.0.1", 80)), |f| { f[16..18].copy_from_slice(&39u16.to_be_bytes()); fix_ipv4_csum(&mut f[14..]); }), Reason::TruncL4),
-        left("udp header cut short by the frame", Flow::udp("198.51.100.7", 1, "10.100.0.1", 53).frame(m)[..14 + 20 + 7].to_vec(), Reason::BadIpLen),
-        left("ipv6 udp header cut short by the payload length", edit(frame(&Flow::udp("2001:db8:c::7", 1, "fd00:100::1", 53)), |f| f[18..20].copy_from_slice(&7u16.to_be_bytes())), Reason::TruncL4),
+        left(
+            "ipv4 ipip backend behind an unreachable route",
+            frame(&tcp4("10.100.0.6", 80)),
+            Reason::NoRoute,
+        ),
+        left(
+            "ipv6 ipip backend behind an unreachable route",
+            frame(&tcp6("fd00:100::6", 80)),
+            Reason::NoRoute,
+        ),
+        left(
+            "dsr backend behind a gateway: not adjacent",
+            frame(&tcp4("10.100.0.7", 80)),
+            Reason::NotAdjacent,
+        ),
+        left(
+            "VIP without backends",
+            frame(&tcp4("10.100.0.8", 80)),
+            Reason::NoBackend,
+        ),
+        left(
+            "VIP whose only backend has weight 0",
+            frame(&tcp4("10.100.0.10", 80)),
+            Reason::NoBackend,
+        ),
+        left(
+            "backend behind a port that is not in tx_ports",
+            frame(&tcp4("10.100.0.9", 80)),
+            Reason::NoTxPort,
+        ),
+        left(
+            "ipip would exceed the egress MTU",
+            frame(&tcp4("10.100.0.2", 80).payload(1500 - 40)),
+            Reason::FragNeeded,
+        ),
+        left(
+            "802.1Q tag cut short",
+            frame(&tcp4("10.100.0.1", 80).vlan(1))[..16].to_vec(),
+            Reason::TruncVlan,
+        ),
+        left(
+            "ipv4 header cut short",
+            frame(&tcp4("10.100.0.1", 80))[..14 + 19].to_vec(),
+            Reason::TruncIp,
+        ),
+        left(
+            "ipv6 header cut short",
+            frame(&tcp6("fd00:100::1", 80))[..14 + 39].to_vec(),
+            Reason::TruncIp,
+        ),
+        left(
+            "ipv4 EtherType carrying version 6",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| f[14] = 0x65),
+            Reason::BadIpVersion,
+        ),
+        left(
+            "ipv6 EtherType carrying version 4",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| f[14] = 0x40),
+            Reason::BadIpVersion,
+        ),
+        left(
+            "ipv4 IHL 4",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| f[14] = 0x44),
+            Reason::BadIhl,
+        ),
+        left(
+            "ipv4 total length beyond the frame",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                let n = (f.len() - 14 + 1) as u16;
+                f[16..18].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv4 total length below the header",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[16..18].copy_from_slice(&19u16.to_be_bytes())
+            }),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv6 payload length beyond the frame",
+            edit(frame(&tcp6("fd00:100::1", 80)), |f| {
+                let n = (f.len() - 54 + 1) as u16;
+                f[18..20].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::BadIpLen,
+        ),
+        left(
+            "tcp header cut short by the IP length",
+            edit(frame(&tcp4("10.100.0.1", 80)), |f| {
+                f[16..18].copy_from_slice(&39u16.to_be_bytes());
+                fix_ipv4_csum(&mut f[14..]);
+            }),
+            Reason::TruncL4,
+        ),
+        left(
+            "udp header cut short by the frame",
+            Flow::udp("198.51.100.7", 1, "10.100.0.1", 53).frame(m)[..14 + 20 + 7].to_vec(),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv6 udp header cut short by the payload length",
+            edit(
+                frame(&Flow::udp("2001:db8:c::7", 1, "fd00:100::1", 53)),
+                |f| f[18..20].copy_from_slice(&7u16.to_be_bytes()),
+            ),
+            Reason::TruncL4,
+        ),
     ];
     // A minimal frame padded to Ethernet's 60 bytes: the IP length, not
     // the frame length, defines the inner packet; the padding follows it.
@@ -303,7 +501,12 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     let mut padded = frame(&small);
     padded.resize(60, 0);
     let expected = env.ipip(&small, &padded);
-    v.push(fwd("ipv4 udp padded to 60 bytes, to ipip VIP: padding kept", padded, Action::Tx, expected));
+    v.push(fwd(
+        "ipv4 udp padded to 60 bytes, to ipip VIP: padding kept",
+        padded,
+        Action::Tx,
+        expected,
+    ));
     v
 }
 
@@ -330,7 +533,7 @@ fn packet_fixtures() {
     in_new_netns(|| {
         let topo = Topology::create();
         let plan = Plan::new(&fixture_config()).expect("valid config");
-        let mut dp = Dataplane::load().expect("load XDP program");
+        let dp = Dataplane::load().expect("load XDP program");
         dp.allow_tx_port(topo.ifindex("lt2")).unwrap();
         dp.apply(&plan).expect("apply plan");
         let env = Env {
@@ -341,7 +544,10 @@ fn packet_fixtures() {
         };
 
         let table = fixtures(&env);
-        println!("\n{:<66} {:<9} {:<14} checksums", "fixture", "verdict", "reason");
+        println!(
+            "\n{:<66} {:<9} {:<14} checksums",
+            "fixture", "verdict", "reason"
+        );
         let mut failures = Vec::new();
         for fx in &table {
             let before = counters(&dp);
@@ -351,25 +557,57 @@ fn packet_fixtures() {
                 .iter()
                 .zip(&after)
                 .filter(|(b, a)| b.1 != a.1)
-                .map(|(b, a)| (a.0, Counter { packets: a.1.packets - b.1.packets, bytes: a.1.bytes - b.1.bytes }))
+                .map(|(b, a)| {
+                    (
+                        a.0,
+                        Counter {
+                            packets: a.1.packets - b.1.packets,
+                            bytes: a.1.bytes - b.1.bytes,
+                        },
+                    )
+                })
                 .collect();
             let expected_frame = match &fx.output {
                 Expect::Untouched => &fx.input,
                 Expect::Frame(f) => f,
             };
-            let modelled = model::process(&env.plan, &env.topo as &dyn Network, env.ingress, &fx.input);
+            let modelled =
+                model::process(&env.plan, &env.topo as &dyn Network, env.ingress, &fx.input);
             let mut problems = Vec::new();
             if run.action != Some(fx.action) {
-                problems.push(format!("verdict {:?} (raw {}), want {}", run.action, run.retval, fx.action));
+                problems.push(format!(
+                    "verdict {:?} (raw {}), want {}",
+                    run.action, run.retval, fx.action
+                ));
             }
-            if moved != vec![(fx.reason, Counter { packets: 1, bytes: fx.input.len() as u64 })] {
-                problems.push(format!("counted {moved:?}, want one {} of {} bytes", fx.reason, fx.input.len()));
+            if moved
+                != vec![(
+                    fx.reason,
+                    Counter {
+                        packets: 1,
+                        bytes: fx.input.len() as u64,
+                    },
+                )]
+            {
+                problems.push(format!(
+                    "counted {moved:?}, want one {} of {} bytes",
+                    fx.reason,
+                    fx.input.len()
+                ));
             }
             if run.frame != *expected_frame {
-                problems.push(format!("frame differs:\n  got  {:02x?}\n  want {:02x?}", run.frame, expected_frame));
+                problems.push(format!(
+                    "frame differs:\n  got  {:02x?}\n  want {:02x?}",
+                    run.frame, expected_frame
+                ));
             }
-            if (modelled.action, modelled.reason) != (fx.action, fx.reason) || modelled.frame != *expected_frame {
-                problems.push(format!("model disagrees: {} {}", modelled.action, modelled.reason));
+            if (modelled.action, modelled.reason) != (fx.action, fx.reason)
+                || modelled.frame != *expected_frame
+            {
+                problems.push(format!(
+                    "model disagrees: {} {}",
+                    modelled.action, modelled.reason
+                ));
             }
             let sums = if matches!(fx.action, Action::Tx | Action::Redirect) {
                 match check_frame(&run.frame) {
@@ -395,7 +633,11 @@ fn packet_fixtures() {
             }
         }
         println!("{} fixtures, {} failed", table.len(), failures.len());
-        assert!(failures.is_empty(), "fixture failures:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "fixture failures:\n{}",
+            failures.join("\n")
+        );
     });
 }
 
@@ -407,7 +649,12 @@ fn packet_fixtures() {
 fn runt_frames_are_refused_before_the_program() {
     let dp = Dataplane::load().expect("load");
     let err = dp.test_run(&[0u8; 13], 0).expect_err("13-byte frame");
-    assert!(err.to_string().contains("Invalid argument"), "{err}");
+    match err {
+        lethe::dataplane::DataplaneError::TestRun(e) => {
+            assert!(e.to_string().contains("Invalid argument"), "{e}")
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
     let plan = Plan::new(&fixture_config()).unwrap();
     struct NoNet;
     impl Network for NoNet {
@@ -430,7 +677,7 @@ fn sticky_vip_keeps_a_client_on_one_backend() {
     in_new_netns(|| {
         let topo = Topology::create();
         let plan = Plan::new(&fixture_config()).unwrap();
-        let mut dp = Dataplane::load().unwrap();
+        let dp = Dataplane::load().unwrap();
         dp.apply(&plan).unwrap();
         let lt0 = topo.ifindex("lt0");
         let mac = topo.iface_mac("lt0");
@@ -444,8 +691,16 @@ fn sticky_vip_keeps_a_client_on_one_backend() {
                 })
                 .collect()
         };
-        assert_eq!(dmacs("10.100.0.3", 443).len(), 1, "sticky VIP used several backends");
-        assert_eq!(dmacs("10.100.0.1", 80).len(), 3, "plain VIP did not spread source ports");
+        assert_eq!(
+            dmacs("10.100.0.3", 443).len(),
+            1,
+            "sticky VIP used several backends"
+        );
+        assert_eq!(
+            dmacs("10.100.0.1", 80).len(),
+            3,
+            "plain VIP did not spread source ports"
+        );
     });
 }
 
@@ -456,11 +711,16 @@ fn vip_and_backend_counters() {
     in_new_netns(|| {
         let topo = Topology::create();
         let plan = Plan::new(&fixture_config()).unwrap();
-        let mut dp = Dataplane::load().unwrap();
+        let dp = Dataplane::load().unwrap();
         dp.apply(&plan).unwrap();
         let lt0 = topo.ifindex("lt0");
         let mac = topo.iface_mac("lt0");
-        let web4 = plan.vips.iter().find(|v| v.vip.name == "web4").unwrap().key();
+        let web4 = plan
+            .vips
+            .iter()
+            .find(|v| v.vip.name == "web4")
+            .unwrap()
+            .key();
         let mut per_backend = std::collections::HashMap::new();
         let mut bytes = 0;
         for i in 0..300u16 {
@@ -468,15 +728,38 @@ fn vip_and_backend_counters() {
             let frame = f.frame(mac);
             bytes += frame.len() as u64;
             assert_eq!(dp.test_run(&frame, lt0).unwrap().action, Some(Action::Tx));
-            let key = FlowKey { src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, proto: 6 };
-            *per_backend.entry(model::pick(&plan, &key).unwrap().backend).or_insert(0u64) += 1;
+            let key = FlowKey {
+                src: f.src,
+                dst: f.dst,
+                sport: f.sport,
+                dport: f.dport,
+                proto: 6,
+            };
+            *per_backend
+                .entry(model::pick(&plan, &key).unwrap().backend)
+                .or_insert(0u64) += 1;
         }
         // A non-forwarded VIP packet counts for the VIP only.
-        let empty = plan.vips.iter().find(|v| v.vip.name == "empty4").unwrap().key();
-        dp.test_run(&Flow::tcp("198.51.100.30", 1, "10.100.0.8", 80).frame(mac), lt0).unwrap();
+        let empty = plan
+            .vips
+            .iter()
+            .find(|v| v.vip.name == "empty4")
+            .unwrap()
+            .key();
+        dp.test_run(
+            &Flow::tcp("198.51.100.30", 1, "10.100.0.8", 80).frame(mac),
+            lt0,
+        )
+        .unwrap();
         assert_eq!(dp.vip_counter(&empty).unwrap().unwrap().packets, 1);
 
-        assert_eq!(dp.vip_counter(&web4).unwrap(), Some(Counter { packets: 300, bytes }));
+        assert_eq!(
+            dp.vip_counter(&web4).unwrap(),
+            Some(Counter {
+                packets: 300,
+                bytes
+            })
+        );
         for (backend, n) in per_backend {
             let c = dp.backend_counter(&web4, backend).unwrap().unwrap();
             assert_eq!(c.packets, n, "backend {backend}");

@@ -95,7 +95,8 @@ impl Default for Installed {
 }
 
 fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), DataplaneError> {
-    let cpus = libbpf_rs::num_possible_cpus().map_err(|e| DataplaneError::map(name, "count cpus", e))?;
+    let cpus =
+        libbpf_rs::num_possible_cpus().map_err(|e| DataplaneError::map(name, "count cpus", e))?;
     let zero = vec![vec![0u8; size_of::<records::lethe_counter>()]; cpus];
     map.update_percpu(&id.to_ne_bytes(), &zero, MapFlags::ANY)
         .map_err(|e| DataplaneError::map(name, "reset", e))
@@ -130,7 +131,12 @@ impl Installed {
         }
         // Removals first: their ids become free for what is added.
         let wanted: std::collections::HashSet<VipKey> = plan.vips.iter().map(|v| v.key()).collect();
-        let gone: Vec<VipKey> = self.vips.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let gone: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for key in gone {
             self.remove_vip(maps, &key)?;
         }
@@ -250,7 +256,11 @@ impl Installed {
         // 3. The VIP record, once its table is in place.
         if is_new || record.as_bytes() != v.record.as_bytes() {
             maps.vips
-                .update(records::vip_key(&key).as_bytes(), record.as_bytes(), MapFlags::ANY)
+                .update(
+                    records::vip_key(&key).as_bytes(),
+                    record.as_bytes(),
+                    MapFlags::ANY,
+                )
                 .map_err(|e| DataplaneError::map("vips", "update", e))?;
             v.record = record;
         }

@@ -27,8 +27,15 @@ pub fn create(slots: &[u32]) -> Result<MapHandle, DataplaneError> {
         map_flags: TABLE_FLAGS,
         ..Default::default()
     };
-    let map = MapHandle::create(MapType::Array, Some("lethe_table"), 4, 4, slots.len() as u32, &opts)
-        .map_err(|e| DataplaneError::map("lethe_table", "create", e))?;
+    let map = MapHandle::create(
+        MapType::Array,
+        Some("lethe_table"),
+        4,
+        4,
+        slots.len() as u32,
+        &opts,
+    )
+    .map_err(|e| DataplaneError::map("lethe_table", "create", e))?;
     let len = slots.len() * ELEM_STRIDE;
     // SAFETY: mapping a fresh fd we own, shared, with a length the kernel
     // computed for this map; checked for MAP_FAILED below.
@@ -63,7 +70,11 @@ pub fn create(slots: &[u32]) -> Result<MapHandle, DataplaneError> {
 /// Publishes `table` as table `table_id`. The kernel waits for running
 /// programs before the call returns (synchronize_rcu on map-in-map
 /// updates), so once it does, no packet still reads the previous table.
-pub fn publish(tables: &dyn MapCore, table_id: u32, table: &MapHandle) -> Result<(), DataplaneError> {
+pub fn publish(
+    tables: &dyn MapCore,
+    table_id: u32,
+    table: &MapHandle,
+) -> Result<(), DataplaneError> {
     let fd = table.as_fd().as_raw_fd() as u32;
     tables
         .update(&table_id.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
@@ -88,7 +99,8 @@ pub fn read(tables: &dyn MapCore, table_id: u32) -> Result<Option<Vec<u32>>, Dat
         return Ok(None);
     };
     let id = u32::from_ne_bytes(id.try_into().expect("map id is 4 bytes"));
-    let map = MapHandle::from_map_id(id).map_err(|e| DataplaneError::map("lethe_table", "open", e))?;
+    let map =
+        MapHandle::from_map_id(id).map_err(|e| DataplaneError::map("lethe_table", "open", e))?;
     let n = map.max_entries() as usize;
     let len = n * ELEM_STRIDE;
     // SAFETY: read-only shared mapping of the map's value area; checked below.

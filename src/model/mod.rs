@@ -123,8 +123,8 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         Ok(c) => c,
         Err(Reason::NotVip) => return untouched(Reason::NotVip, None),
         Err(reason) => {
-            let vip = Protocol::from_number(p.proto)
-                .and_then(|proto| plan.find(p.dst, p.dport, proto));
+            let vip =
+                Protocol::from_number(p.proto).and_then(|proto| plan.find(p.dst, p.dport, proto));
             return untouched(reason, vip);
         }
     };

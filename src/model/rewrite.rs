@@ -73,7 +73,11 @@ fn outer_ipv6(p: &Packet, src: IpAddr, dst: IpAddr, hash: u32) -> Vec<u8> {
 pub fn ipip(frame: &[u8], p: &Packet, hop: &Nexthop, backend: IpAddr, hash: u32) -> Vec<u8> {
     let mut l2 = frame[..p.l3_off].to_vec();
     set_macs(&mut l2, hop);
-    let ethertype = if backend.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+    let ethertype = if backend.is_ipv4() {
+        ETH_P_IP
+    } else {
+        ETH_P_IPV6
+    };
     let at = p.l3_off - 2;
     l2[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
     let outer = if backend.is_ipv4() {

@@ -2,6 +2,7 @@
 //! the fixture topology inside it, and the model's view of that topology.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod netns;
-pub mod topology;
 pub mod packets;
+pub mod topology;

@@ -63,7 +63,8 @@ impl Flow {
         macro_rules! finish {
             ($ip:expr) => {
                 if self.udp {
-                    $ip.udp(self.sport, self.dport).write(&mut out, &self.payload)
+                    $ip.udp(self.sport, self.dport)
+                        .write(&mut out, &self.payload)
                 } else {
                     $ip.tcp(self.sport, self.dport, 0x1000_0000, 64240)
                         .syn()
@@ -131,9 +132,16 @@ fn check_l4(proto: u8, src: &[u8], dst: &[u8], l4: &[u8], v6: bool) -> Result<St
             }
             let sum = checksum::sum(l4, pseudo_sum(src, dst, proto, l4.len()));
             if checksum::fold(sum) != 0 {
-                return Err(format!("bad {} checksum", if proto == 6 { "TCP" } else { "UDP" }));
+                return Err(format!(
+                    "bad {} checksum",
+                    if proto == 6 { "TCP" } else { "UDP" }
+                ));
             }
-            Ok(if proto == 6 { "tcp ok".into() } else { "udp ok".into() })
+            Ok(if proto == 6 {
+                "tcp ok".into()
+            } else {
+                "udp ok".into()
+            })
         }
         4 | 41 => check_l3(l4).map(|inner| format!("[{inner}]")),
         p => Ok(format!("proto {p} unchecked")),
@@ -164,6 +172,10 @@ pub fn check_l3(l3: &[u8]) -> Result<String, String> {
 
 /// Verifies the checksums of a whole Ethernet frame.
 pub fn check_frame(frame: &[u8]) -> Result<String, String> {
-    let l3 = if frame[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    let l3 = if frame[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    };
     check_l3(&frame[l3..])
 }

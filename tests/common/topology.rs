@@ -53,11 +53,19 @@ impl Topology {
     pub fn create() -> Topology {
         sh("sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1");
         let mut ifaces = Vec::new();
-        for (i, (a, b)) in [("lt0", "lt1"), ("lt2", "lt3"), ("lt4", "lt5")].iter().enumerate() {
+        for (i, (a, b)) in [("lt0", "lt1"), ("lt2", "lt3"), ("lt4", "lt5")]
+            .iter()
+            .enumerate()
+        {
             let n = i as u8 + 1;
             let m = mac(1, n);
-            sh(&format!("ip link add {a} address {} type veth peer name {b}", fmt_mac(&m)));
-            sh(&format!("ip link set {a} mtu {MTU} up && ip link set {b} up"));
+            sh(&format!(
+                "ip link add {a} address {} type veth peer name {b}",
+                fmt_mac(&m)
+            ));
+            sh(&format!(
+                "ip link set {a} mtu {MTU} up && ip link set {b} up"
+            ));
             sh(&format!("ip addr add 10.{n}.0.1/24 dev {a}"));
             sh(&format!("ip -6 addr add fd00:{n}::1/64 dev {a} nodad"));
             ifaces.push(Iface {
@@ -73,7 +81,10 @@ impl Topology {
         }
         let mut neighbours = Vec::new();
         let mut neigh = |addr: &str, dev: &str, m: [u8; 6]| {
-            sh(&format!("ip neigh replace {addr} lladdr {} dev {dev} nud permanent", fmt_mac(&m)));
+            sh(&format!(
+                "ip neigh replace {addr} lladdr {} dev {dev} nud permanent",
+                fmt_mac(&m)
+            ));
             neighbours.push((ip(addr), m));
         };
         for last in 11..=13u8 {
@@ -94,16 +105,27 @@ impl Topology {
     }
 
     pub fn ifindex(&self, name: &str) -> u32 {
-        self.ifaces.iter().find(|i| i.name == name).expect("iface").ifindex
+        self.ifaces
+            .iter()
+            .find(|i| i.name == name)
+            .expect("iface")
+            .ifindex
     }
 
     pub fn iface_mac(&self, name: &str) -> [u8; 6] {
-        self.ifaces.iter().find(|i| i.name == name).expect("iface").mac
+        self.ifaces
+            .iter()
+            .find(|i| i.name == name)
+            .expect("iface")
+            .mac
     }
 
     /// The MAC the kernel resolves for an on-link neighbour.
     pub fn neighbour_mac(&self, addr: IpAddr) -> Option<[u8; 6]> {
-        self.neighbours.iter().find(|(a, _)| *a == addr).map(|(_, m)| *m)
+        self.neighbours
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, m)| *m)
     }
 
     /// The connected interface of `dst`, and the gateway it goes through.
@@ -134,7 +156,10 @@ impl Topology {
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Network for Topology {
@@ -159,6 +184,8 @@ impl Network for Topology {
     }
 
     fn tx_port(&self, ifindex: u32) -> bool {
-        self.ifaces.iter().any(|i| i.ifindex == ifindex && i.in_tx_ports)
+        self.ifaces
+            .iter()
+            .any(|i| i.ifindex == ifindex && i.in_tx_ports)
     }
 }

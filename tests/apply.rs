@@ -1,0 +1,244 @@
+//! Applying plans to the real maps: what is published equals the plan,
+//! every kind of change takes effect (checked packet by packet against the
+//! model), and table swaps are atomic while packets run.
+//!
+//! Privileged: needs root (BPF, a network namespace). Run by scripts/test.sh.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lethe::abi::{Action, Mode, Reason};
+use lethe::config::{Backend, Config};
+use lethe::dataplane::Dataplane;
+use lethe::flow_hash::FlowKey;
+use lethe::model::{self, Network};
+use lethe::plan::Plan;
+
+use common::config::fixture_config;
+use common::netns::in_new_netns;
+use common::packets::Flow;
+use common::topology::Topology;
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn backends(list: &[&str]) -> Vec<Backend> {
+    list.iter()
+        .map(|a| Backend {
+            address: addr(a),
+            port: None,
+            weight: 1,
+        })
+        .collect()
+}
+
+/// Sends `n` flows to every VIP of the plan and checks the kernel against
+/// the model: verdict and bytes.
+fn agree(dp: &Dataplane, topo: &Topology, plan: &Plan, n: u16) {
+    let lt0 = topo.ifindex("lt0");
+    let mac = topo.iface_mac("lt0");
+    for v in &plan.vips {
+        for i in 0..n {
+            let src = if v.vip.address.is_ipv4() {
+                "198.51.100.1"
+            } else {
+                "2001:db8:c::1"
+            };
+            let mut f = Flow::tcp(
+                src,
+                1000 + i * 7,
+                &v.vip.address.to_string(),
+                if v.vip.port == 0 { 1 + i } else { v.vip.port },
+            );
+            f.udp = v.vip.protocol == lethe::config::Protocol::Udp;
+            let frame = f.frame(mac);
+            let run = dp.test_run(&frame, lt0).unwrap();
+            let want = model::process(plan, topo as &dyn Network, lt0, &frame);
+            assert_eq!(
+                run.action,
+                Some(want.action),
+                "VIP {} flow {i}: {}",
+                v.vip.name,
+                want.reason
+            );
+            assert_eq!(run.frame, want.frame, "VIP {} flow {i}", v.vip.name);
+        }
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn published_tables_equal_the_plan() {
+    let plan = Plan::new(&fixture_config()).unwrap();
+    let dp = Dataplane::load().unwrap();
+    dp.apply(&plan).unwrap();
+    for v in &plan.vips {
+        let published = dp.published_table(&v.key()).unwrap();
+        if v.table.is_empty() {
+            assert_eq!(published, None, "{}", v.vip.name);
+        } else {
+            let want: Vec<IpAddr> = v
+                .table
+                .slots
+                .iter()
+                .map(|&i| v.table.backends[i as usize])
+                .collect();
+            assert_eq!(published.as_deref(), Some(&want[..]), "{}", v.vip.name);
+        }
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn every_kind_of_change_takes_effect() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let dp = Dataplane::load().unwrap();
+        dp.allow_tx_port(topo.ifindex("lt2")).unwrap();
+        let mut config = fixture_config();
+        let step = |what: &str, config: &Config| {
+            let plan = Plan::new(config).unwrap_or_else(|e| panic!("{what}: {e}"));
+            dp.apply(&plan).unwrap_or_else(|e| panic!("{what}: {e}"));
+            agree(&dp, &topo, &plan, 40);
+            plan
+        };
+        step("initial", &config);
+        let web4 = |c: &mut Config| {
+            c.vips
+                .iter_mut()
+                .find(|v| v.name == "web4")
+                .unwrap()
+                .clone()
+        };
+        let idx = config.vips.iter().position(|v| v.name == "web4").unwrap();
+
+        config.vips[idx].backends.remove(0);
+        step("backend removed", &config);
+        config.vips[idx].backends.push(Backend {
+            address: addr("10.1.0.11"),
+            port: None,
+            weight: 3,
+        });
+        step("backend added with weight 3", &config);
+        config.vips[idx].backends[0].weight = 0;
+        step("backend drained (weight 0)", &config);
+        config.vips[idx].table_size = 7919;
+        step("table size changed", &config);
+        config.vips[idx].table_size = 65_537;
+        config.vips[idx].backends = backends(&[]);
+        let plan = step("all backends removed", &config);
+        let lt0 = topo.ifindex("lt0");
+        let frame = Flow::tcp("198.51.100.1", 5, "10.100.0.1", 80).frame(topo.iface_mac("lt0"));
+        assert_eq!(dp.test_run(&frame, lt0).unwrap().action, Some(Action::Drop));
+        let _ = plan;
+        config.vips[idx].backends = backends(&["10.1.0.12", "10.1.0.13"]);
+        step("backends back", &config);
+        config.vips[idx].mode = Mode::Ipip;
+        config.vips[idx].backends = backends(&["10.9.0.1", "fd00:9::1"]);
+        step("mode changed to ipip, mixed-family backends", &config);
+        config.vips[idx].sticky = true;
+        step("sticky on", &config);
+        config.hash_seed = 12345;
+        step("hash seed changed", &config);
+        let removed = web4(&mut config);
+        config.vips.remove(idx);
+        step("VIP removed", &config);
+        let out = model::process(
+            &Plan::new(&config).unwrap(),
+            &topo as &dyn Network,
+            lt0,
+            &frame,
+        );
+        assert_eq!(out.reason, Reason::NotVip);
+        config.vips.push(removed);
+        step("VIP added back", &config);
+        config.vips.truncate(3);
+        step("most VIPs removed", &config);
+        step("the whole fixture config again", &fixture_config());
+    });
+}
+
+/// While one thread flips a VIP's table between two backend sets (and two
+/// sizes) hundreds of times, another runs packets through the program:
+/// every packet goes where one of the two plans sends it, never elsewhere.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn table_swaps_are_atomic_under_traffic() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let dp = Dataplane::load().unwrap();
+        let mut a = fixture_config();
+        a.vips.retain(|v| v.name == "web4");
+        a.vips[0].backends = backends(&["10.1.0.11", "10.1.0.12"]);
+        let mut b = a.clone();
+        b.vips[0].backends = backends(&["10.1.0.12", "10.1.0.13"]);
+        b.vips[0].table_size = 7919;
+        let plans = [Plan::new(&a).unwrap(), Plan::new(&b).unwrap()];
+        dp.apply(&plans[0]).unwrap();
+
+        let lt0 = topo.ifindex("lt0");
+        let mac = topo.iface_mac("lt0");
+        let flows: Vec<(Vec<u8>, [Vec<u8>; 2])> = (0..64u16)
+            .map(|i| {
+                let f = Flow::tcp("198.51.100.9", 30_000 + i, "10.100.0.1", 80);
+                let frame = f.frame(mac);
+                let key = FlowKey {
+                    src: f.src,
+                    dst: f.dst,
+                    sport: f.sport,
+                    dport: f.dport,
+                    proto: 6,
+                };
+                let dmac = |p: &Plan| {
+                    let backend = model::pick(p, &key).unwrap().backend;
+                    topo.neighbour_mac(backend).unwrap().to_vec()
+                };
+                (frame, [dmac(&plans[0]), dmac(&plans[1])])
+            })
+            .collect();
+
+        let swaps = 400;
+        let done = AtomicBool::new(false);
+        let (seen, bad) = std::thread::scope(|s| {
+            let runner = s.spawn(|| {
+                let (mut seen, mut bad) = ([0u64; 2], Vec::new());
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let (frame, want) = &flows[i % flows.len()];
+                    let run = dp.test_run(frame, lt0).unwrap();
+                    let got = run.frame[..6].to_vec();
+                    match (got == want[0], got == want[1]) {
+                        (true, true) => {}
+                        (true, false) => seen[0] += 1,
+                        (false, true) => seen[1] += 1,
+                        (false, false) => bad.push(format!(
+                            "flow {}: {:?} {:02x?}",
+                            i % flows.len(),
+                            run.action,
+                            got
+                        )),
+                    }
+                    i += 1;
+                }
+                (seen, bad)
+            });
+            for n in 0..swaps {
+                dp.apply(&plans[(n + 1) % 2]).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            runner.join().unwrap()
+        });
+        println!(
+            "{swaps} swaps; packets matching only the first plan: {}, only the second: {}",
+            seen[0], seen[1]
+        );
+        assert!(bad.is_empty(), "packets matching neither plan: {bad:?}");
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "traffic did not overlap the swaps: {seen:?}"
+        );
+    });
+}
