@@ -251,6 +251,9 @@ fn run(ifaces: &[String], config: &Path, generic: bool, stats_interval: u64) -> 
 }
 
 fn main() -> ExitCode {
+    // Like any Unix filter: `lethe plan x | head` ends quietly.
+    // SAFETY: restoring the default disposition of one signal at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
