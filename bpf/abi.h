@@ -58,12 +58,31 @@ struct lethe_vip {
 };
 
 /* backends[id]: the target of a table slot. Never rewritten while a table
- * that references it is published; the control plane allocates a new id. */
+ * that references it is published; the control plane allocates a new id.
+ * family 0 marks a free id; vip_id says whose backend it is, so a restarted
+ * control plane can adopt the maps as they are. */
 struct lethe_backend {
 	__u8 addr[16]; /* IPv4: addr[0..4] */
 	__be16 port;   /* reserved for nat: destination port, 0 = keep */
-	__u8 family;   /* enum lethe_family */
+	__u8 family;   /* enum lethe_family; 0 = free */
 	__u8 flags;
+	__u32 vip_id;
+};
+
+/*
+ * The decision record of a traced packet. BPF_PROG_TEST_RUN callers put it
+ * in the XDP metadata area in front of the frame with magic set; the program
+ * fills in the rest at its exit. Real packets carry no such metadata.
+ */
+#define LETHE_TRACE_MAGIC 0x4c455448 /* "LETH" */
+#define LETHE_NONE 0xffffffff
+
+struct lethe_trace {
+	__u32 magic;
+	__u32 reason;     /* enum lethe_reason */
+	__u32 vip_id;     /* LETHE_NONE: no VIP matched */
+	__u32 backend_id; /* LETHE_NONE: no backend chosen */
+	__u32 hash;       /* the flow hash, when a VIP matched */
 	__u32 _pad;
 };
 
@@ -125,6 +144,7 @@ struct lethe_abi_enums {
 	enum lethe_reason reason;
 	enum lethe_mode mode;
 	enum lethe_family family;
+	struct lethe_trace trace;
 };
 
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
@@ -132,5 +152,6 @@ _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
 _Static_assert(sizeof(struct lethe_counter) == 16, "lethe_counter size");
+_Static_assert(sizeof(struct lethe_trace) == 24, "lethe_trace size: metadata is at most 32 bytes, a multiple of 4");
 
 #endif /* LETHE_ABI_H */

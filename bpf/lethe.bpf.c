@@ -68,59 +68,62 @@ int lethe_xdp(struct xdp_md *ctx)
 	const struct lethe_vip *vip;
 	struct bpf_fib_lookup fib;
 	enum lethe_reason why;
-	struct packet p = {};
+	struct packet p = { .vip_id = LETHE_NONE, .backend_id = LETHE_NONE };
 	const __u32 *backend_id;
 	__u32 zero = 0, hash;
 	int action;
 
 	why = parse(data, data_end, &p);
 	if (why != PARSE_OK)
-		return verdict(p.len, reason_action(why), why);
+		return verdict(ctx, &p, reason_action(why), why);
 
 	vip = find_vip(&p);
 	if (!vip)
-		return verdict(p.len, XDP_PASS, LETHE_R_NOT_VIP);
+		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
+	p.vip_id = vip->vip_id;
 	count(&vip_stats, vip->vip_id, p.len);
 
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	if (!cfg)
-		return verdict(p.len, XDP_ABORTED, LETHE_R_INTERNAL);
+		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 	hash = flow_hash(&p, cfg->hash_seed, vip->flags & LETHE_VIP_F_STICKY);
+	p.hash = hash;
 
 	backend_id = pick_backend(vip, hash);
 	if (!backend_id)
-		return verdict(p.len, XDP_DROP, LETHE_R_NO_BACKEND);
+		return verdict(ctx, &p, XDP_DROP, LETHE_R_NO_BACKEND);
 	be = bpf_map_lookup_elem(&backends, backend_id);
 	if (!be)
-		return verdict(p.len, XDP_DROP, LETHE_R_NO_BACKEND);
+		return verdict(ctx, &p, XDP_DROP, LETHE_R_NO_BACKEND);
+	p.backend_id = *backend_id;
 
 	switch (vip->mode) {
 	case LETHE_MODE_DSR:
 		if (be->family != p.family)
-			return verdict(p.len, XDP_DROP, LETHE_R_BAD_BACKEND);
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		why = nexthop(ctx, &p, be, p.l3_len, 0, &fib);
 		if (why != NEXTHOP_OK)
-			return verdict(p.len, reason_action(why), why);
+			return verdict(ctx, &p, reason_action(why), why);
 		if (!nexthop_is_backend(&fib, be))
-			return verdict(p.len, XDP_DROP, LETHE_R_NOT_ADJACENT);
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_NOT_ADJACENT);
 		if (data + sizeof(struct ethhdr) > data_end)
-			return verdict(p.len, XDP_DROP, LETHE_R_TRUNC_ETH);
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
 		set_macs(data, &fib);
 		break;
 	case LETHE_MODE_IPIP:
 		if (be->family == LETHE_AF_INET && p.family == LETHE_AF_INET6)
-			return verdict(p.len, XDP_DROP, LETHE_R_BAD_BACKEND);
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		why = nexthop(ctx, &p, be, p.l3_len + ipip_outer_len(be->family), 1, &fib);
 		if (why != NEXTHOP_OK)
-			return verdict(p.len, reason_action(why), why);
+			return verdict(ctx, &p, reason_action(why), why);
 		if (ipip_encap(ctx, &p, be, &fib, hash))
-			return verdict(p.len, XDP_DROP, LETHE_R_ENCAP_FAILED);
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_ENCAP_FAILED);
 		break;
 	default:
-		return verdict(p.len, XDP_DROP, LETHE_R_MODE_UNSUPPORTED);
+		return verdict(ctx, &p, XDP_DROP, LETHE_R_MODE_UNSUPPORTED);
 	}
 
 	action = transmit(ctx, &fib, &why);
 	count(&backend_stats, *backend_id, p.len);
-	return verdict(p.len, action, why);
+	return verdict(ctx, &p, action, why);
 }

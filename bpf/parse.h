@@ -28,6 +28,10 @@ struct packet {
 	__be16 dport;
 	__be32 src[4]; /* IPv4: src[0] */
 	__be32 dst[4];
+	/* The decision so far, for traced packets (struct lethe_trace). */
+	__u32 vip_id;
+	__u32 backend_id;
+	__u32 hash;
 };
 
 static __always_inline int ipv6_is_ext_header(__u8 nexthdr)

@@ -12,6 +12,11 @@ pub const MAX_TABLES: u32 = 2 * MAX_VIPS;
 pub const MAX_BACKENDS: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 64;
 
+/// `struct lethe_trace.magic`: "LETH".
+pub const TRACE_MAGIC: u32 = 0x4c45_5448;
+/// `LETHE_NONE`: no VIP, no backend.
+pub const NONE: u32 = u32::MAX;
+
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;
 

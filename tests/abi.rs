@@ -33,6 +33,14 @@ fn struct_layouts_match_the_c_asserts() {
     assert_eq!(offset_of!(lethe_backend, port), 16);
     assert_eq!(offset_of!(lethe_backend, family), 18);
     assert_eq!(offset_of!(lethe_backend, flags), 19);
+    assert_eq!(offset_of!(lethe_backend, vip_id), 20);
+
+    assert_eq!(size_of::<lethe_trace>(), 24);
+    assert_eq!(offset_of!(lethe_trace, magic), 0);
+    assert_eq!(offset_of!(lethe_trace, reason), 4);
+    assert_eq!(offset_of!(lethe_trace, vip_id), 8);
+    assert_eq!(offset_of!(lethe_trace, backend_id), 12);
+    assert_eq!(offset_of!(lethe_trace, hash), 16);
 
     assert_eq!(size_of::<lethe_config>(), 16);
     assert_eq!(offset_of!(lethe_config, hash_seed), 0);

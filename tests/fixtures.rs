@@ -609,6 +609,21 @@ fn packet_fixtures() {
                     modelled.action, modelled.reason
                 ));
             }
+            // The kernel's own decision record (BPF_PROG_TEST_RUN metadata).
+            let traced = dp.trace(&fx.input, env.ingress).expect("trace");
+            let model_vip = modelled.vip.map(|i| env.plan.vips[i].key());
+            if traced.reason != Some(fx.reason)
+                || traced.vip != model_vip
+                || traced.backend != modelled.backend
+            {
+                problems.push(format!(
+                    "trace says {:?} vip {:?} backend {:?}; model vip {:?} backend {:?}",
+                    traced.reason, traced.vip, traced.backend, model_vip, modelled.backend
+                ));
+            }
+            if traced.frame != run.frame {
+                problems.push("traced frame differs from the plain run".into());
+            }
             let sums = if matches!(fx.action, Action::Tx | Action::Redirect) {
                 match check_frame(&run.frame) {
                     Ok(s) => s,

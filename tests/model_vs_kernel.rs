@@ -1,7 +1,8 @@
 //! The kernel program against the Rust reference model on generated
 //! packets: valid flows to every VIP and to no VIP, then corrupted copies
 //! (cut short, bytes overwritten, lengths and header fields set wrong).
-//! Verdict, counted reason and output bytes must agree on every packet.
+//! Verdict, counted reason, output bytes, and the kernel's decision record
+//! (VIP, backend) must agree on every packet.
 //!
 //! The generator is seeded: LETHE_FUZZ_SEED=<n> replays a run, and
 //! LETHE_FUZZ_PACKETS=<n> changes how many packets (default 12,000).
@@ -190,7 +191,7 @@ fn kernel_matches_model_on_generated_packets() {
                 corrupt(&mut rng, &mut frame, if f.vlan.is_some() { 18 } else { 14 });
             }
             let before = dp.reason_counters().unwrap();
-            let run = dp.test_run(&frame, lt0).expect("test_run");
+            let run = dp.trace(&frame, lt0).expect("test_run with a trace record");
             let after = dp.reason_counters().unwrap();
             let want = model::process(&plan, &topo as &dyn Network, lt0, &frame);
             let counted = reason_delta(&before, &after);
@@ -200,14 +201,20 @@ fn kernel_matches_model_on_generated_packets() {
             } else {
                 entry.0 += 1;
             }
+            let want_vip = want.vip.map(|i| plan.vips[i].key());
+            let decided = run.reason == Some(want.reason)
+                && run.vip == want_vip
+                && run.backend == want.backend;
             if run.action != Some(want.action)
                 || counted != vec![(want.reason, 1)]
                 || run.frame != want.frame
+                || !decided
             {
                 if mismatches.len() < 10 {
                     mismatches.push(format!(
-                        "packet #{n}: kernel {:?} {:?}, model {} {}\n  input  {}\n  kernel {}\n  model  {}",
-                        run.action, counted, want.action, want.reason, head(&frame), head(&run.frame), head(&want.frame)
+                        "packet #{n}: kernel {:?} {:?} (trace {:?} {:?} {:?}), model {} {} {:?} {:?}\n  input  {}\n  kernel {}\n  model  {}",
+                        run.action, counted, run.reason, run.vip, run.backend, want.action, want.reason, want_vip, want.backend,
+                        head(&frame), head(&run.frame), head(&want.frame)
                     ));
                 } else {
                     mismatches.push(String::new());

@@ -10,15 +10,19 @@
 //!    VIP's spare slot and the VIP record flips to it in one update;
 //! 4. ids (VIP, backend) are released only after the update that stopped
 //!    referencing them, and their counters are zeroed when reused.
+//!
+//! The maps also say whose each id is (backend records carry their VIP id),
+//! so a restarted control plane adopts them as they are (`Installed::adopt`)
+//! and its first apply of an unchanged configuration writes nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::records::{self, lethe_config, lethe_vip, Pod};
+use super::records::{self, lethe_backend, lethe_config, lethe_vip, lethe_vip_key, Pod};
 use super::{table, DataplaneError};
-use crate::abi::{MAX_BACKENDS, MAX_VIPS};
+use crate::abi::{MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
 use crate::plan::{Plan, PlannedVip, VipKey};
 
 pub struct Maps<'a> {
@@ -56,6 +60,10 @@ impl IdPool {
 
     fn give_back(&mut self, id: u32) {
         self.free.insert(id);
+    }
+
+    fn claim(&mut self, id: u32) -> bool {
+        self.free.remove(&id)
     }
 }
 
@@ -102,9 +110,144 @@ fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), D
         .map_err(|e| DataplaneError::map(name, "reset", e))
 }
 
+fn lookup<T: Pod + Default>(
+    map: &dyn MapCore,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, DataplaneError> {
+    Ok(map
+        .lookup(key, MapFlags::ANY)
+        .map_err(|e| DataplaneError::map(name, "lookup", e))?
+        .and_then(|v| T::from_bytes(&v)))
+}
+
+/// Marks backend records free (family 0) and returns their ids to the pool.
+/// Only after no published table can name them.
+fn release_backends(
+    maps: &Maps<'_>,
+    pool: &mut IdPool,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<(), DataplaneError> {
+    let free = lethe_backend::default();
+    for id in ids {
+        maps.backends
+            .update(&id.to_ne_bytes(), free.as_bytes(), MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("backends", "release", e))?;
+        pool.give_back(id);
+    }
+    Ok(())
+}
+
 impl Installed {
+    /// Reads what the (pinned) maps hold, as an earlier control plane left
+    /// them, and repairs what a crash could have left half-done: records of
+    /// VIPs that no longer exist, tables no VIP points to, tables naming
+    /// backends that are not the VIP's (republished by the next apply).
+    pub fn adopt(maps: &Maps<'_>) -> Result<Installed, DataplaneError> {
+        let mut inst = Installed::default();
+        if let Some(cfg) = lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())? {
+            inst.seed = Some(cfg.hash_seed);
+        }
+
+        let mut by_vip_id: HashMap<u32, VipKey> = HashMap::new();
+        let keys: Vec<Vec<u8>> = maps.vips.keys().collect();
+        for raw in keys {
+            let record = lookup::<lethe_vip>(maps.vips, "vips", &raw)?;
+            let key = lethe_vip_key::from_bytes(&raw).and_then(|k| records::vip_key_from(&k));
+            let usable = match (&key, &record) {
+                (Some(_), Some(r)) => {
+                    r.vip_id < MAX_VIPS
+                        && r.table_id / 2 == r.vip_id
+                        && inst.vip_ids.claim(r.vip_id)
+                }
+                _ => false,
+            };
+            let (Some(key), Some(record), true) = (key, record, usable) else {
+                maps.vips
+                    .delete(&raw)
+                    .map_err(|e| DataplaneError::map("vips", "delete", e))?;
+                continue;
+            };
+            let slots = table::read(maps.tables, record.table_id)?.unwrap_or_default();
+            by_vip_id.insert(record.vip_id, key);
+            inst.vips.insert(
+                key,
+                InstalledVip {
+                    vip_id: record.vip_id,
+                    record,
+                    slots,
+                    backends: HashMap::new(),
+                },
+            );
+        }
+
+        let mut orphans = Vec::new();
+        let records = maps
+            .backends
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("backends", "lookup batch", e))?;
+        for (k, v) in records {
+            let id = u32::from_ne_bytes(k[..4].try_into().expect("4-byte key"));
+            let Some(rec) = lethe_backend::from_bytes(&v) else {
+                continue;
+            };
+            if rec.family == 0 {
+                continue;
+            }
+            let owner = by_vip_id
+                .get(&rec.vip_id)
+                .and_then(|key| inst.vips.get_mut(key));
+            match (owner, records::addr_from(&rec.addr, rec.family)) {
+                (Some(v), Some(addr)) if !v.backends.contains_key(&addr) => {
+                    inst.backend_ids.claim(id);
+                    v.backends.insert(
+                        addr,
+                        InstalledBackend {
+                            id,
+                            port: records::port_from(rec.port),
+                        },
+                    );
+                }
+                _ => orphans.push(id),
+            }
+        }
+        for id in orphans {
+            inst.backend_ids.claim(id);
+            release_backends(maps, &mut inst.backend_ids, [id])?;
+        }
+
+        // A table naming an id that is not this VIP's backend cannot be
+        // trusted: forget it, so the next apply publishes a fresh one.
+        for v in inst.vips.values_mut() {
+            let own: std::collections::HashSet<u32> = v.backends.values().map(|b| b.id).collect();
+            if v.slots.iter().any(|id| !own.contains(id)) {
+                v.slots.clear();
+            }
+        }
+        let current: std::collections::HashSet<u32> =
+            inst.vips.values().map(|v| v.record.table_id).collect();
+        for table_id in 0..MAX_TABLES {
+            if !current.contains(&table_id) {
+                table::remove(maps.tables, table_id)?;
+            }
+        }
+        Ok(inst)
+    }
+
     pub fn vip_id(&self, key: &VipKey) -> Option<u32> {
         self.vips.get(key).map(|v| v.vip_id)
+    }
+
+    pub fn vip_by_id(&self, vip_id: u32) -> Option<VipKey> {
+        self.vips
+            .iter()
+            .find(|(_, v)| v.vip_id == vip_id)
+            .map(|(k, _)| *k)
+    }
+
+    pub fn backend_by_id(&self, key: &VipKey, id: u32) -> Option<IpAddr> {
+        let v = self.vips.get(key)?;
+        v.backends.iter().find(|(_, b)| b.id == id).map(|(a, _)| *a)
     }
 
     pub fn backend_id(&self, key: &VipKey, backend: IpAddr) -> Option<u32> {
@@ -159,10 +302,11 @@ impl Installed {
         table::remove(maps.tables, v.record.table_id)?;
         let v = self.vips.remove(key).expect("present above");
         self.vip_ids.give_back(v.vip_id);
-        for b in v.backends.values() {
-            self.backend_ids.give_back(b.id);
-        }
-        Ok(())
+        release_backends(
+            maps,
+            &mut self.backend_ids,
+            v.backends.values().map(|b| b.id),
+        )
     }
 
     fn upsert_vip(&mut self, maps: &Maps<'_>, planned: &PlannedVip) -> Result<(), DataplaneError> {
@@ -200,7 +344,7 @@ impl Installed {
                 _ => {
                     let id = self.backend_ids.take()?;
                     fresh.push(id);
-                    let rec = records::backend(&b.address, port);
+                    let rec = records::backend(&b.address, port, self.vips[&key].vip_id);
                     let written = maps
                         .backends
                         .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
@@ -277,9 +421,6 @@ impl Installed {
             .map(|(_, b)| b.id)
             .collect();
         v.backends = next;
-        for id in released {
-            self.backend_ids.give_back(id);
-        }
-        Ok(())
+        release_backends(maps, &mut self.backend_ids, released)
     }
 }

@@ -1,10 +1,19 @@
-//! Attaching the program to interfaces as BPF links, in an explicit mode.
-//! (libbpf's attach_xdp picks generic mode silently when a driver lacks
-//! native XDP; an operator must know which one runs.)
+//! Attaching the program to interfaces as BPF links, in an explicit mode,
+//! and keeping those links pinned so they outlive the daemon.
+//!
+//! libbpf's attach_xdp picks generic mode silently when a driver lacks
+//! native XDP; an operator must know which one runs, so links are created
+//! here with the mode flag. A pinned link is reused by the next daemon: if
+//! it runs an older program, `bpf_link_update` swaps the program in place —
+//! no moment without XDP on the interface.
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
+use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 
 use super::DataplaneError;
 
@@ -26,17 +35,49 @@ impl AttachMode {
     }
 }
 
-/// An attached program. Dropping it detaches, unless the link was pinned.
+/// An attached program. Dropping it detaches, unless the link is pinned.
 #[derive(Debug)]
 pub struct XdpLink {
     fd: OwnedFd,
     pub ifindex: u32,
-    pub mode: AttachMode,
 }
 
 impl AsFd for XdpLink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl XdpLink {
+    /// The kernel's id of this link and of the program it runs.
+    pub fn ids(&self) -> Result<(u32, u32), DataplaneError> {
+        let info = LinkInfo::from_fd(self.fd.as_fd()).map_err(|e| DataplaneError::Link {
+            what: "query",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok((info.id, info.prog_id))
+    }
+}
+
+/// What attach_pinned found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// No pinned link: attached and pinned a new one.
+    Attached,
+    /// A pinned link already ran this very program.
+    Kept,
+    /// A pinned link ran another program (an older build): replaced in place.
+    Upgraded { previous_prog_id: u32 },
+}
+
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths have no NUL")
+}
+
+fn link_err(what: &'static str, rc: i32) -> DataplaneError {
+    DataplaneError::Link {
+        what,
+        source: std::io::Error::from_raw_os_error(-rc),
     }
 }
 
@@ -64,5 +105,97 @@ pub fn attach(
     }
     // SAFETY: fd is a new link fd this process owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(XdpLink { fd, ifindex, mode })
+    Ok(XdpLink { fd, ifindex })
+}
+
+/// Opens a pinned link, if `path` holds one.
+pub fn open_pinned(path: &Path) -> Result<Option<OwnedFd>, DataplaneError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let c = cpath(path);
+    // SAFETY: c is a valid path; the result is checked.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    if fd < 0 {
+        return Err(link_err("open pinned", fd));
+    }
+    // SAFETY: a new fd this process owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn xdp_ifindex(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
+    let info = LinkInfo::from_fd(fd).ok()?;
+    match info.info {
+        // ifindex 0: the interface is gone and the link is defunct.
+        LinkTypeInfo::Xdp(x) if x.ifindex != 0 => Some((x.ifindex, info.prog_id)),
+        _ => None,
+    }
+}
+
+/// Attaches through the link pinned at `path`: keeps it, upgrades its
+/// program, or (none pinned, or pinned for a vanished interface) attaches
+/// and pins a new one.
+pub fn attach_pinned(
+    prog: BorrowedFd<'_>,
+    prog_id: u32,
+    ifindex: u32,
+    mode: AttachMode,
+    path: &Path,
+) -> Result<(XdpLink, LinkOutcome), DataplaneError> {
+    if let Some(fd) = open_pinned(path)? {
+        match xdp_ifindex(fd.as_fd()) {
+            Some((idx, running)) if idx == ifindex => {
+                let link = XdpLink { fd, ifindex };
+                if running == prog_id {
+                    return Ok((link, LinkOutcome::Kept));
+                }
+                let opts = libbpf_sys::bpf_link_update_opts {
+                    sz: size_of::<libbpf_sys::bpf_link_update_opts>() as _,
+                    ..Default::default()
+                };
+                // SAFETY: valid link and program fds; opts sized for libbpf.
+                let rc = unsafe {
+                    libbpf_sys::bpf_link_update(link.fd.as_raw_fd(), prog.as_raw_fd(), &opts)
+                };
+                if rc < 0 {
+                    return Err(link_err("update program", rc));
+                }
+                return Ok((
+                    link,
+                    LinkOutcome::Upgraded {
+                        previous_prog_id: running,
+                    },
+                ));
+            }
+            _ => {
+                std::fs::remove_file(path).map_err(|source| DataplaneError::Os {
+                    what: "removing a stale link pin",
+                    source,
+                })?;
+            }
+        }
+    }
+    let link = attach(prog, ifindex, mode)?;
+    let c = cpath(path);
+    // SAFETY: a valid link fd and path.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(link.fd.as_raw_fd(), c.as_ptr()) };
+    if rc < 0 {
+        return Err(link_err("pin", rc));
+    }
+    Ok((link, LinkOutcome::Attached))
+}
+
+/// Detaches a pinned link even if other processes hold it, and unpins it.
+pub fn detach_pinned(path: &Path) -> Result<bool, DataplaneError> {
+    let Some(fd) = open_pinned(path)? else {
+        return Ok(false);
+    };
+    // SAFETY: a valid link fd. A defunct link reports an error we ignore:
+    // it is detached already.
+    unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+    std::fs::remove_file(path).map_err(|source| DataplaneError::Os {
+        what: "unpinning a link",
+        source,
+    })?;
+    Ok(true)
 }

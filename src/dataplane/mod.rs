@@ -4,12 +4,14 @@
 
 mod apply;
 mod attach;
+pub mod pin;
 mod records;
 mod skel;
 mod table;
 
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,10 +21,10 @@ use std::os::fd::AsFd;
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 use thiserror::Error;
 
-use crate::abi::{Action, Reason, REASON_COUNT};
+use crate::abi::{self, Action, Reason, REASON_COUNT};
 use crate::plan::VipKey;
 
-pub use attach::{AttachMode, XdpLink};
+pub use attach::{AttachMode, LinkOutcome, XdpLink};
 pub use records::Pod;
 pub use skel::types;
 
@@ -50,6 +52,12 @@ pub enum DataplaneError {
     Exhausted { what: &'static str, max: u32 },
     #[error("BPF_PROG_TEST_RUN")]
     TestRun(#[source] libbpf_rs::Error),
+    #[error("XDP link: {what}")]
+    Link {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("attaching XDP ({mode:?} mode) to ifindex {ifindex}")]
     Attach {
         ifindex: u32,
@@ -70,6 +78,17 @@ impl DataplaneError {
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// What the kernel program decided for a traced frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    pub action: Option<Action>,
+    pub reason: Option<Reason>,
+    pub vip: Option<VipKey>,
+    pub backend: Option<IpAddr>,
+    pub hash: Option<u32>,
+    pub frame: Vec<u8>,
 }
 
 /// One run of the program on one frame (BPF_PROG_TEST_RUN).
@@ -93,21 +112,101 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Opens and loads the program (verifier included). Nothing is attached.
+    /// Opens and loads the program (verifier included) with maps of its own,
+    /// gone with the process. Nothing is attached.
     pub fn load() -> Result<Dataplane, DataplaneError> {
+        Self::load_with(None)
+    }
+
+    /// Loads the program with its maps pinned in `dir` (a bpffs directory):
+    /// maps already pinned there are reused as they are — tables, counters
+    /// and all — and what they hold is adopted, so applying the same
+    /// configuration again writes nothing. The program is pinned as `prog`.
+    pub fn load_pinned(dir: &Path) -> Result<Dataplane, DataplaneError> {
+        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Os {
+            what: "creating the pin directory",
+            source,
+        })?;
+        let mut dp = Self::load_with(Some(dir))?;
+        let prog = pin::prog_path(dir);
+        if prog.exists() {
+            std::fs::remove_file(&prog).map_err(|source| DataplaneError::Os {
+                what: "unpinning the previous program",
+                source,
+            })?;
+        }
+        dp.skel
+            .progs
+            .lethe_xdp
+            .pin(&prog)
+            .map_err(|e| DataplaneError::Load(e))?;
+        let adopted = apply::Installed::adopt(&dp.maps())?;
+        *dp.installed() = adopted;
+        Ok(dp)
+    }
+
+    fn load_with(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
         // The skeleton borrows its object storage for its whole life; the
         // daemon keeps one data plane for the process's life, and tests a
         // few, so a leaked pointer-sized box per load is the simple answer.
         let storage: &'static mut MaybeUninit<OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = LetheSkelBuilder::default()
+        let mut open = LetheSkelBuilder::default()
             .open(storage)
             .map_err(DataplaneError::Load)?;
+        if let Some(dir) = pin_dir {
+            for mut map in open.open_object_mut().maps_mut() {
+                let name = map.name().to_string_lossy().into_owned();
+                // Internal maps (.rodata and the like) belong to one build.
+                if name.contains('.') {
+                    continue;
+                }
+                map.set_pin_path(dir.join(&name))
+                    .map_err(DataplaneError::Load)?;
+            }
+        }
         let skel = open.load().map_err(DataplaneError::Load)?;
         Ok(Dataplane {
             skel,
             installed: Mutex::new(Installed::default()),
         })
+    }
+
+    fn maps(&self) -> apply::Maps<'_> {
+        apply::Maps {
+            config: &self.skel.maps.lb_config,
+            vips: &self.skel.maps.vips,
+            tables: &self.skel.maps.tables,
+            backends: &self.skel.maps.backends,
+            vip_stats: &self.skel.maps.vip_stats,
+            backend_stats: &self.skel.maps.backend_stats,
+        }
+    }
+
+    /// The kernel's id of the loaded program.
+    pub fn program_id(&self) -> Result<u32, DataplaneError> {
+        libbpf_rs::ProgramHandle::try_from(&self.skel.progs.lethe_xdp)
+            .map(|h| h.id())
+            .map_err(DataplaneError::Load)
+    }
+
+    /// Attaches through the link pinned at `dir/link_<ifname>`: keeps it,
+    /// upgrades its program to this one in place, or attaches and pins.
+    pub fn attach_pinned(
+        &self,
+        dir: &Path,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<(XdpLink, LinkOutcome), DataplaneError> {
+        let prog = self.skel.progs.lethe_xdp.as_fd();
+        attach::attach_pinned(
+            prog,
+            self.program_id()?,
+            ifindex,
+            mode,
+            &pin::link_path(dir, ifname),
+        )
     }
 
     /// Attaches the program to an interface. The program runs until the
@@ -132,15 +231,7 @@ impl Dataplane {
     /// Makes the maps hold `plan`: VIPs, backends, tables, seed. Tables are
     /// swapped atomically; what is unchanged is not rewritten.
     pub fn apply(&self, plan: &crate::plan::Plan) -> Result<(), DataplaneError> {
-        let maps = apply::Maps {
-            config: &self.skel.maps.lb_config,
-            vips: &self.skel.maps.vips,
-            tables: &self.skel.maps.tables,
-            backends: &self.skel.maps.backends,
-            vip_stats: &self.skel.maps.vip_stats,
-            backend_stats: &self.skel.maps.backend_stats,
-        };
-        self.installed().apply(&maps, plan)
+        self.installed().apply(&self.maps(), plan)
     }
 
     fn installed(&self) -> std::sync::MutexGuard<'_, Installed> {
@@ -154,15 +245,57 @@ impl Dataplane {
     /// Runs the program once on `frame` as if received on `ingress_ifindex`
     /// (0: no device; routes then cannot be looked up).
     pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32) -> Result<TestRun, DataplaneError> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
+        self.run(&[], frame, ingress_ifindex).map(|(run, _)| run)
+    }
+
+    /// Runs `frame` through the program with a decision record in the XDP
+    /// metadata area, and says what the kernel decided: verdict, reason, VIP,
+    /// backend, hash. Counters move as for any packet.
+    pub fn trace(&self, frame: &[u8], ingress_ifindex: u32) -> Result<Traced, DataplaneError> {
+        let request = types::lethe_trace {
+            magic: abi::TRACE_MAGIC,
+            reason: abi::NONE,
+            vip_id: abi::NONE,
+            backend_id: abi::NONE,
+            hash: 0,
+            _pad: 0,
+        };
+        let (run, meta) = self.run(request.as_bytes(), frame, ingress_ifindex)?;
+        let record = types::lethe_trace::from_bytes(&meta).unwrap_or(request);
+        let installed = self.installed();
+        let vip = installed.vip_by_id(record.vip_id);
+        let backend = vip.and_then(|k| installed.backend_by_id(&k, record.backend_id));
+        Ok(Traced {
+            action: run.action,
+            reason: Reason::from_raw(record.reason),
+            vip,
+            backend,
+            hash: (record.vip_id != abi::NONE).then_some(record.hash),
+            frame: run.frame,
+        })
+    }
+
+    /// One BPF_PROG_TEST_RUN: `meta` goes in the metadata area in front of
+    /// the frame; returns the run and the metadata as the program left it.
+    fn run(
+        &self,
+        meta: &[u8],
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(TestRun, Vec<u8>), DataplaneError> {
+        let mut input_bytes = Vec::with_capacity(meta.len() + frame.len());
+        input_bytes.extend_from_slice(meta);
+        input_bytes.extend_from_slice(frame);
+        // struct xdp_md: data (= metadata length), data_end, data_meta (0),
+        // ingress_ifindex, rx_queue_index, egress_ifindex.
         let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[0..4].copy_from_slice(&(meta.len() as u32).to_ne_bytes());
+        ctx[4..8].copy_from_slice(&(input_bytes.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
         // Room for the largest outer header the program pushes.
-        let mut out = vec![0u8; frame.len() + 256];
+        let mut out = vec![0u8; input_bytes.len() + 256];
         let input = ProgramInput {
-            data_in: Some(frame),
+            data_in: Some(&input_bytes),
             data_out: Some(&mut out),
             context_in: Some(&mut ctx),
             repeat: 1,
@@ -174,13 +307,21 @@ impl Dataplane {
             .lethe_xdp
             .test_run(input)
             .map_err(DataplaneError::TestRun)?;
-        let frame = output.data.map(|d| d.to_vec()).unwrap_or_default();
-        Ok(TestRun {
-            retval: output.return_value,
-            action: Action::from_raw(output.return_value),
-            frame,
-            duration: output.duration,
-        })
+        let data = output.data.map(|d| d.to_vec()).unwrap_or_default();
+        let retval = output.return_value;
+        let duration = output.duration;
+        // The output starts at the (possibly moved) metadata.
+        let split = meta.len().min(data.len());
+        let (meta_out, frame_out) = data.split_at(split);
+        Ok((
+            TestRun {
+                retval,
+                action: Action::from_raw(retval),
+                frame: frame_out.to_vec(),
+                duration,
+            },
+            meta_out.to_vec(),
+        ))
     }
 
     fn percpu_sum(

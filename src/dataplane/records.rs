@@ -7,7 +7,9 @@ use super::skel::types;
 use crate::abi::{FAMILY_INET, FAMILY_INET6};
 use crate::plan::VipKey;
 
-pub use types::{lethe_backend, lethe_config, lethe_counter, lethe_vip, lethe_vip_key};
+pub use types::{
+    lethe_backend, lethe_config, lethe_counter, lethe_trace, lethe_vip, lethe_vip_key,
+};
 
 /// Types whose every byte is initialised data: `repr(C)` structs of
 /// integers with all padding spelled out as fields (see `bpf/abi.h`;
@@ -46,6 +48,7 @@ impl Pod for lethe_vip {}
 impl Pod for lethe_backend {}
 impl Pod for lethe_config {}
 impl Pod for lethe_counter {}
+impl Pod for lethe_trace {}
 
 /// Address bytes as the ABI stores them (IPv4 in the first 4 bytes) and
 /// the ABI family code.
@@ -72,14 +75,38 @@ pub fn vip_key(k: &VipKey) -> lethe_vip_key {
     }
 }
 
-pub fn backend(address: &IpAddr, port: u16) -> lethe_backend {
+pub fn backend(address: &IpAddr, port: u16, vip_id: u32) -> lethe_backend {
     let (addr, family) = addr_bytes(address);
     lethe_backend {
         addr,
         port: u16::from_ne_bytes(port.to_be_bytes()),
         family,
+        vip_id,
         ..Default::default()
     }
+}
+
+/// The address an ABI record holds, if its family code is valid.
+pub fn addr_from(addr: &[u8; 16], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_INET => Some(IpAddr::from([addr[0], addr[1], addr[2], addr[3]])),
+        FAMILY_INET6 => Some(IpAddr::from(*addr)),
+        _ => None,
+    }
+}
+
+/// A port as the ABI stores it (network order in a host-order field).
+pub fn port_from(raw: u16) -> u16 {
+    u16::from_be_bytes(raw.to_ne_bytes())
+}
+
+/// The VIP key a map key stands for, if it is one Lethe could have written.
+pub fn vip_key_from(k: &lethe_vip_key) -> Option<VipKey> {
+    Some(VipKey {
+        address: addr_from(&k.addr, k.family)?,
+        port: port_from(k.port),
+        protocol: crate::config::Protocol::from_number(k.proto)?,
+    })
 }
 
 impl std::ops::AddAssign for lethe_counter {

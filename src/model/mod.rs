@@ -73,7 +73,9 @@ pub struct Outcome {
     pub frame: Vec<u8>,
     /// The VIP matched (index into `Plan::vips`), counted in vip_stats.
     pub vip: Option<usize>,
-    /// The backend the packet was forwarded to, counted in backend_stats.
+    /// The backend chosen, if the flow got that far. The packet may still
+    /// have been passed or dropped (no route, ...); backend_stats counts it
+    /// only when `action` forwards.
     pub backend: Option<IpAddr>,
 }
 
@@ -108,6 +110,11 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         vip,
         backend: None,
     };
+    // After the pick, exits name the chosen backend.
+    let left = |reason: Reason, vip: Option<usize>, backend: IpAddr| Outcome {
+        backend: Some(backend),
+        ..untouched(reason, vip)
+    };
     let p = match parse(frame) {
         Ok(p) => p,
         Err(reason) => return untouched(reason, None),
@@ -134,14 +141,14 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
 
     let outer_len = match mode {
         Mode::Dsr if backend.is_ipv4() != p.dst.is_ipv4() => {
-            return untouched(Reason::BadBackend, vip)
+            return left(Reason::BadBackend, vip, backend)
         }
         Mode::Dsr => 0,
         Mode::Ipip if backend.is_ipv4() && p.dst.is_ipv6() => {
-            return untouched(Reason::BadBackend, vip)
+            return left(Reason::BadBackend, vip, backend)
         }
         Mode::Ipip => rewrite::ipip_outer_len(&backend),
-        Mode::Gue | Mode::Nat => return untouched(Reason::ModeUnsupported, vip),
+        Mode::Gue | Mode::Nat => return left(Reason::ModeUnsupported, vip, backend),
     };
     let query = FibQuery {
         ingress_ifindex,
@@ -150,17 +157,17 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     };
     let hop = match net.route(&query) {
         Fib::Forward(hop) => hop,
-        Fib::NoNeigh => return untouched(Reason::NoNeigh, vip),
-        Fib::FwdDisabled => return untouched(Reason::FwdDisabled, vip),
-        Fib::FragNeeded => return untouched(Reason::FragNeeded, vip),
-        Fib::NoSrcAddr => return untouched(Reason::NoSrcAddr, vip),
-        Fib::NoRoute => return untouched(Reason::NoRoute, vip),
+        Fib::NoNeigh => return left(Reason::NoNeigh, vip, backend),
+        Fib::FwdDisabled => return left(Reason::FwdDisabled, vip, backend),
+        Fib::FragNeeded => return left(Reason::FragNeeded, vip, backend),
+        Fib::NoSrcAddr => return left(Reason::NoSrcAddr, vip, backend),
+        Fib::NoRoute => return left(Reason::NoRoute, vip, backend),
     };
     if hop.ifindex != ingress_ifindex && !net.tx_port(hop.ifindex) {
-        return untouched(Reason::NoTxPort, vip);
+        return left(Reason::NoTxPort, vip, backend);
     }
     let out = match mode {
-        Mode::Dsr if hop.via_gateway => return untouched(Reason::NotAdjacent, vip),
+        Mode::Dsr if hop.via_gateway => return left(Reason::NotAdjacent, vip, backend),
         Mode::Dsr => rewrite::dsr(frame, &hop),
         _ => rewrite::ipip(frame, &p, &hop, backend, chosen.hash),
     };

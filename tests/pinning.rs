@@ -1,0 +1,238 @@
+//! The data plane outlives its daemon: pinned maps and links stay when the
+//! process goes, a new process adopts them without rewriting a table or
+//! detaching, a newer program replaces the running one in place, and
+//! removing the instance detaches and unpins everything.
+//!
+//! Privileged: needs root (BPF, bpffs, a network namespace). Each test pins
+//! under a unique directory and removes it, also when it fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lethe::abi::{Action, Reason};
+use lethe::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
+use lethe::plan::Plan;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use common::config::fixture_config;
+use common::netns::{ifindex, in_new_netns, sh};
+use common::packets::Flow;
+use common::topology::Topology;
+
+/// A unique pin directory, removed (links detached) when dropped.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(test: &str) -> PinDir {
+        pin::ensure_bpffs(Path::new(pin::BPFFS)).unwrap();
+        let instance = format!("test-{test}-{}", std::process::id());
+        PinDir(pin::instance_dir(Path::new(pin::BPFFS), &instance))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = pin::remove_instance(&self.0);
+    }
+}
+
+/// Map ids of every published table: they change only if a table is rewritten.
+fn table_ids(dir: &Path) -> Vec<Option<Vec<u8>>> {
+    let tables = MapHandle::from_pinned_path(dir.join("tables")).unwrap();
+    (0..lethe::abi::MAX_TABLES)
+        .map(|i| tables.lookup(&i.to_ne_bytes(), MapFlags::ANY).unwrap())
+        .collect()
+}
+
+fn xdp_prog_id(dev: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = text.find("prog/xdp id ")?;
+    text[at + 12..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn restart_adopts_pinned_state_and_upgrades_in_place() {
+    let pins = PinDir::new("restart");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let lt0 = topo.ifindex("lt0");
+        let plan = Plan::new(&fixture_config()).unwrap();
+        let frame = Flow::tcp("198.51.100.1", 4242, "10.100.0.1", 80).frame(topo.iface_mac("lt0"));
+
+        // First daemon: load, apply, attach, send a packet, go away.
+        let first = Dataplane::load_pinned(&dir).unwrap();
+        first.apply(&plan).unwrap();
+        let (link, outcome) = first
+            .attach_pinned(&dir, "lt0", lt0, AttachMode::Native)
+            .unwrap();
+        assert_eq!(outcome, LinkOutcome::Attached);
+        let (link_id, first_prog) = link.ids().unwrap();
+        assert_eq!(xdp_prog_id("lt0"), Some(first_prog));
+        let web4 = plan
+            .vips
+            .iter()
+            .find(|v| v.vip.name == "web4")
+            .unwrap()
+            .key();
+        let run = first.test_run(&frame, lt0).unwrap();
+        assert_eq!(run.action, Some(Action::Tx));
+        let counted = first.vip_counter(&web4).unwrap().unwrap();
+        let tables_before = table_ids(&dir);
+        drop(link);
+        drop(first);
+        // Like kill -9: nothing was detached, the program still runs.
+        assert_eq!(
+            xdp_prog_id("lt0"),
+            Some(first_prog),
+            "detached when the daemon went away"
+        );
+
+        // Second daemon (a "newer build": another load of the program).
+        let second = Dataplane::load_pinned(&dir).unwrap();
+        second.apply(&plan).unwrap();
+        assert_eq!(
+            table_ids(&dir),
+            tables_before,
+            "a table was rewritten on restart"
+        );
+        assert_eq!(
+            second.vip_counter(&web4).unwrap().unwrap(),
+            counted,
+            "counters lost"
+        );
+        let (link, outcome) = second
+            .attach_pinned(&dir, "lt0", lt0, AttachMode::Native)
+            .unwrap();
+        let (same_link, second_prog) = link.ids().unwrap();
+        assert_eq!(
+            outcome,
+            LinkOutcome::Upgraded {
+                previous_prog_id: first_prog
+            }
+        );
+        assert_eq!(same_link, link_id, "a new link: the program was detached");
+        assert_ne!(second_prog, first_prog);
+        assert_eq!(xdp_prog_id("lt0"), Some(second_prog));
+        // Attaching again with the same program keeps the link.
+        let (_again, outcome) = second
+            .attach_pinned(&dir, "lt0", lt0, AttachMode::Native)
+            .unwrap();
+        assert_eq!(outcome, LinkOutcome::Kept);
+        // The adopted state is complete: the same decision as before.
+        let again = second.test_run(&frame, lt0).unwrap();
+        assert_eq!((again.action, &again.frame), (run.action, &run.frame));
+        drop(link);
+
+        // A changed config after restart is applied incrementally.
+        let mut changed = fixture_config();
+        changed.vips.retain(|v| v.name != "web6");
+        second.apply(&Plan::new(&changed).unwrap()).unwrap();
+        let out = second
+            .trace(
+                &Flow::tcp("2001:db8::1", 1, "fd00:100::1", 80).frame(topo.iface_mac("lt0")),
+                lt0,
+            )
+            .unwrap();
+        assert_eq!(out.reason, Some(Reason::NotVip));
+
+        // Down: detached and unpinned.
+        let removed = pin::remove_instance(&dir).unwrap();
+        assert_eq!(removed.links, vec!["lt0".to_string()]);
+        assert!(!dir.exists());
+        assert_eq!(xdp_prog_id("lt0"), None, "still attached after removal");
+    });
+}
+
+/// A link pinned for an interface that was deleted is replaced, not reused.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn stale_link_of_a_vanished_interface_is_replaced() {
+    let pins = PinDir::new("stale");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        sh("ip link add ls0 type veth peer name ls1 && ip link set ls0 up && ip link set ls1 up");
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        let (link, _) = dp
+            .attach_pinned(&dir, "ls0", ifindex("ls0"), AttachMode::Native)
+            .unwrap();
+        drop(link);
+        sh("ip link del ls0");
+        sh("ip link add ls0 type veth peer name ls1 && ip link set ls0 up && ip link set ls1 up");
+        let (_link, outcome) = dp
+            .attach_pinned(&dir, "ls0", ifindex("ls0"), AttachMode::Native)
+            .unwrap();
+        assert_eq!(outcome, LinkOutcome::Attached);
+        assert!(xdp_prog_id("ls0").is_some());
+    });
+}
+
+/// Junk a crash could leave in pinned maps is cleaned on adoption: a
+/// backend record of a VIP that no longer exists, a table no VIP uses.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs); run by scripts/test.sh"]
+fn adoption_repairs_what_a_crash_left() {
+    let pins = PinDir::new("repair");
+    let dir = &pins.0;
+    let plan = Plan::new(&fixture_config()).unwrap();
+    let dp = Dataplane::load_pinned(dir).unwrap();
+    dp.apply(&plan).unwrap();
+    drop(dp);
+    // A backend record owned by a VIP id nobody has, in the last slot.
+    let backends = MapHandle::from_pinned_path(dir.join("backends")).unwrap();
+    let mut orphan = [0u8; 24];
+    orphan[..4].copy_from_slice(&[10, 1, 0, 77]);
+    orphan[18] = lethe::abi::FAMILY_INET;
+    orphan[20..24].copy_from_slice(&999u32.to_ne_bytes());
+    let last = lethe::abi::MAX_BACKENDS - 1;
+    backends
+        .update(&last.to_ne_bytes(), &orphan, MapFlags::ANY)
+        .unwrap();
+    // A table in a slot no VIP record points to.
+    let tables = MapHandle::from_pinned_path(dir.join("tables")).unwrap();
+    let used = tables
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    let spare = lethe::abi::MAX_TABLES - 1;
+    let inner = MapHandle::from_map_id(u32::from_ne_bytes(used[..4].try_into().unwrap())).unwrap();
+    use std::os::fd::{AsFd, AsRawFd};
+    tables
+        .update(
+            &spare.to_ne_bytes(),
+            &(inner.as_fd().as_raw_fd() as u32).to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .unwrap();
+
+    let dp = Dataplane::load_pinned(dir).unwrap();
+    let rec = backends
+        .lookup(&last.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec[18], 0, "orphan backend record kept");
+    assert!(
+        tables
+            .lookup(&spare.to_ne_bytes(), MapFlags::ANY)
+            .unwrap()
+            .is_none(),
+        "stale table kept"
+    );
+    dp.apply(&plan).unwrap();
+    for v in &plan.vips {
+        if !v.table.is_empty() {
+            assert!(
+                dp.published_table(&v.key()).unwrap().is_some(),
+                "{}",
+                v.vip.name
+            );
+        }
+    }
+}
