@@ -139,7 +139,7 @@ impl Dataplane {
             .progs
             .lethe_xdp
             .pin(&prog)
-            .map_err(|e| DataplaneError::Load(e))?;
+            .map_err(DataplaneError::Load)?;
         let adopted = apply::Installed::adopt(&dp.maps())?;
         *dp.installed() = adopted;
         Ok(dp)
