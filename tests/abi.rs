@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 
 use lethe::abi::{self, Mode, Reason, REASON_COUNT};
 use lethe::dataplane::types::{
-    lethe_backend, lethe_config, lethe_counter, lethe_vip, lethe_vip_key,
+    lethe_backend, lethe_config, lethe_counter, lethe_trace, lethe_vip, lethe_vip_key,
 };
 use libbpf_rs::btf::types::Enum;
 use libbpf_rs::btf::Btf;
