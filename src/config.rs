@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 use crate::abi::{self, Mode};
 use crate::maglev::{self, DEFAULT_TABLE_SIZE};
@@ -22,7 +23,7 @@ pub const MAX_WEIGHT: u32 = 65_535;
 pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
 pub const MAX_NAME_LEN: usize = 63;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Seed of the flow hash: the same on every node behind one ECMP group.
@@ -32,7 +33,9 @@ pub struct Config {
     pub vips: Vec<Vip>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -65,10 +68,11 @@ impl fmt::Display for Protocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     pub name: String,
+    #[schema(value_type = String, format = "ip", example = "10.100.0.1")]
     pub address: IpAddr,
     /// 0: every port of this address and protocol.
     pub port: u16,
@@ -97,9 +101,10 @@ fn default_table_size() -> u32 {
     DEFAULT_TABLE_SIZE
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
+    #[schema(value_type = String, format = "ip", example = "10.0.1.1")]
     pub address: IpAddr,
     /// Destination port for `nat`; defaults to the VIP's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,7 +119,7 @@ fn default_weight() -> u32 {
 
 /// How a VIP's backends are probed. Stored and validated now; probing is
 /// the health-check issue's work.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HealthCheck {
     #[default]

@@ -6,10 +6,16 @@
 //! - [`dataplane`]: the only code that touches the BPF skeleton and maps.
 
 pub mod abi;
+pub mod api;
 pub mod checksum;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod edit;
 pub mod flow_hash;
 pub mod maglev;
 pub mod model;
 pub mod plan;
+pub mod serve;
+pub mod store;

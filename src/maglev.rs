@@ -79,6 +79,48 @@ impl MaglevTable {
     }
 }
 
+/// The digest of a table's meaning, slot -> backend address: SHA-256 over
+/// a version tag, M, the backends that hold slots (address order, a family
+/// byte and 16 address bytes each) and each slot's index into that list.
+/// Two nodes with the same configuration show the same digest; a table
+/// read back from the kernel hashes the same as the one that was written.
+pub fn digest(slot_backends: impl ExactSizeIterator<Item = IpAddr> + Clone) -> String {
+    use sha2::{Digest, Sha256};
+    let mut present: Vec<IpAddr> = slot_backends.clone().collect();
+    present.sort();
+    present.dedup();
+    let mut h = Sha256::new();
+    h.update(b"lethe-table-v1");
+    h.update((slot_backends.len() as u32).to_be_bytes());
+    h.update((present.len() as u32).to_be_bytes());
+    for a in &present {
+        match a {
+            IpAddr::V4(v4) => {
+                h.update([4u8]);
+                h.update(v4.to_ipv6_mapped().octets());
+            }
+            IpAddr::V6(v6) => {
+                h.update([6u8]);
+                h.update(v6.octets());
+            }
+        }
+    }
+    let mut buf = Vec::with_capacity(slot_backends.len() * 4);
+    for a in slot_backends {
+        let i = present.binary_search(&a).expect("listed above") as u32;
+        buf.extend_from_slice(&i.to_be_bytes());
+    }
+    h.update(&buf);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl MaglevTable {
+    /// See [`digest`].
+    pub fn digest(&self) -> String {
+        digest(self.slots.iter().map(|&i| self.backends[i as usize]))
+    }
+}
+
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
@@ -305,6 +347,23 @@ mod tests {
         (0..a.size())
             .filter(|&s| a.backend_at(s) != b.backend_at(s))
             .count()
+    }
+
+    #[test]
+    fn digest_is_a_function_of_slot_contents_only() {
+        let a = build(&weighted(50), 7919).unwrap();
+        let mut shuffled = weighted(50);
+        shuffled.reverse();
+        let b = build(&shuffled, 7919).unwrap();
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 64);
+        // Read back as addresses (as from the kernel): the same digest.
+        let addrs: Vec<IpAddr> = a.slots.iter().map(|&i| a.backends[i as usize]).collect();
+        assert_eq!(digest(addrs.iter().copied()), a.digest());
+        let mut more = weighted(50);
+        more[3].weight += 1;
+        assert_ne!(build(&more, 7919).unwrap().digest(), a.digest());
+        assert_ne!(build(&weighted(50), 7927).unwrap().digest(), a.digest());
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! The `lethe` binary: for now the foreground forwarder (`run`) and the
-//! offline tools on a configuration file (`plan`, `trace`).
+//! The `lethe` binary: the daemon (`serve`, `down`), the client of its API
+//! (`vip`, `backend`, `config`, `stats`, `trace`), and offline tools on a
+//! configuration file (`plan`, `trace --config`, `run`, `openapi`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use lethe::abi::Mode;
+use lethe::cli::{self, Client};
 use lethe::config::{Config, Protocol};
 use lethe::dataplane::{AttachMode, Dataplane};
 use lethe::flow_hash::FlowKey;
 use lethe::plan::Plan;
+use lethe::serve::{self, ServeOptions};
 
 #[derive(Parser)]
 #[command(name = "lethe", version, about = "A stateless L4 load balancer on XDP")]
@@ -21,32 +25,98 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// The daemon's API.
+    #[arg(
+        long,
+        global = true,
+        env = "LETHE_API",
+        default_value = "http://127.0.0.1:9180"
+    )]
+    api: String,
+    /// Bearer token for changes (when the daemon runs with --token).
+    #[arg(long, global = true, env = "LETHE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.api, self.token.clone())
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Load the XDP program, apply CONFIG, attach to each interface and
-    /// forward until SIGINT/SIGTERM; then detach.
-    Run {
-        /// Interface to attach to (repeatable). Each one is also allowed as
-        /// an egress port.
+    /// Run the daemon: load and pin, restore the saved configuration,
+    /// attach, serve the REST API.
+    Serve {
+        /// Interface to attach to (repeatable); also an allowed egress port.
         #[arg(long = "iface", required = true)]
         ifaces: Vec<String>,
-        /// Configuration file (JSON, the shape of GET /v1/config).
-        #[arg(long)]
-        config: PathBuf,
-        /// Attach in generic (SKB) mode instead of native: slower, for
-        /// drivers without XDP support.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        listen: SocketAddr,
+        /// The configuration is saved in <state-dir>/<instance>/config.json.
+        #[arg(long, default_value = "/var/lib/lethe")]
+        state_dir: PathBuf,
+        /// Pins live in <bpffs>/lethe/<instance>/.
+        #[arg(long, default_value = "default")]
+        instance: String,
+        /// Require `Authorization: Bearer <token>` on every change.
+        #[arg(long, env = "LETHE_SERVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Attach in generic (SKB) mode instead of native (slow; warned).
         #[arg(long)]
         generic: bool,
-        /// Print counters every N seconds (0: only at exit).
-        #[arg(long, default_value_t = 10)]
-        stats_interval: u64,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        #[arg(long, default_value = "/sys/fs/bpf", hide = true)]
+        bpffs: PathBuf,
     },
-    /// Validate CONFIG and show each VIP's table: size and every backend's share.
-    Plan { config: PathBuf },
-    /// Which backend CONFIG gives one flow, and why (the reference model).
-    Trace {
+    /// Detach an instance from its interfaces and remove its pins.
+    Down {
+        #[arg(long, default_value = "default")]
+        instance: String,
+        #[arg(long, default_value = "/sys/fs/bpf", hide = true)]
+        bpffs: PathBuf,
+    },
+    /// VIPs of the running daemon.
+    Vip {
+        #[command(subcommand)]
+        command: VipCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Backends of a VIP of the running daemon.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The whole configuration of the running daemon.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Counters of the running daemon: per reason, VIP, backend.
+    Stats {
         #[arg(long)]
-        config: PathBuf,
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Which backend one flow gets, and why: asks the daemon (model and
+    /// kernel), or with --config the model alone, offline.
+    Trace {
         #[arg(long)]
         src: IpAddr,
         #[arg(long)]
@@ -57,13 +127,129 @@ enum Command {
         dport: u16,
         #[arg(long, value_enum, default_value = "tcp")]
         proto: Proto,
+        /// Answer from this configuration file instead of the daemon.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Validate a configuration file and show each VIP's table shares.
+    Plan { config: PathBuf },
+    /// Forward in the foreground from a configuration file, without the API
+    /// or pins: attach, print counters, detach on SIGINT/SIGTERM.
+    Run {
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        generic: bool,
+        /// Print counters every N seconds (0: only at exit).
+        #[arg(long, default_value_t = 10)]
+        stats_interval: u64,
+    },
+    /// Print the OpenAPI document of the REST API (api/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum VipCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Add {
+        name: String,
+        #[arg(long)]
+        address: IpAddr,
+        /// 0: every port.
+        #[arg(long)]
+        port: u16,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Proto,
+        #[arg(long, value_enum, default_value = "dsr")]
+        mode: ModeArg,
+        #[arg(long)]
+        sticky: bool,
+        #[arg(long)]
+        table_size: Option<u32>,
+    },
+    Del {
+        name: String,
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Subcommand)]
+enum BackendCommand {
+    List {
+        vip: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Add {
+        vip: String,
+        address: IpAddr,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Change a backend's weight (0 drains it) or port.
+    Set {
+        vip: String,
+        address: IpAddr,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    Del {
+        vip: String,
+        address: IpAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration (JSON); its ETag goes to stderr.
+    Get,
+    /// Replace the whole configuration with FILE, as one transaction.
+    Apply {
+        file: PathBuf,
+        /// Apply only if the daemon's configuration still has this ETag.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Proto {
     Tcp,
     Udp,
+}
+
+impl From<Proto> for Protocol {
+    fn from(p: Proto) -> Protocol {
+        match p {
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Dsr,
+    Ipip,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Dsr => Mode::Dsr,
+            ModeArg::Ipip => Mode::Ipip,
+        }
+    }
 }
 
 fn read_plan(path: &Path) -> Result<Plan> {
@@ -106,11 +292,13 @@ fn show_plan(plan: &Plan) {
         }
         if v.table.is_empty() {
             println!("  (no backend in the table: packets to this VIP are dropped)");
+        } else {
+            println!("  digest {}", v.table.digest());
         }
     }
 }
 
-fn trace(plan: &Plan, key: &FlowKey) -> Result<()> {
+fn trace_offline(plan: &Plan, key: &FlowKey) -> Result<()> {
     match lethe::model::pick(plan, key) {
         Ok(p) => {
             let v = &plan.vips[p.vip].vip;
@@ -143,16 +331,6 @@ fn trace(plan: &Plan, key: &FlowKey) -> Result<()> {
         }
         Err(reason) => bail!("no backend: {} ({})", reason.name(), reason.describe()),
     }
-}
-
-fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name).context("interface name")?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("no interface named {name:?}");
-    }
-    Ok(idx)
 }
 
 fn print_counters(dp: &Dataplane, plan: &Plan) -> Result<()> {
@@ -210,7 +388,7 @@ fn run(ifaces: &[String], config: &Path, generic: bool, stats_interval: u64) -> 
     let dp = Dataplane::load().context("loading the XDP program (are you root?)")?;
     let indexes = ifaces
         .iter()
-        .map(|i| ifindex(i))
+        .map(|i| serve::ifindex(i))
         .collect::<Result<Vec<_>>>()?;
     for &idx in &indexes {
         dp.allow_tx_port(idx)?;
@@ -250,44 +428,146 @@ fn run(ifaces: &[String], config: &Path, generic: bool, stats_interval: u64) -> 
     Ok(())
 }
 
-fn main() -> ExitCode {
-    // Like any Unix filter: `lethe plan x | head` ends quietly.
-    // SAFETY: restoring the default disposition of one signal at start-up.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
-    let result = match cli.command {
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Serve {
+            ifaces,
+            listen,
+            state_dir,
+            instance,
+            token,
+            generic,
+            log_format,
+            bpffs,
+        } => {
+            init_logging(log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(serve::serve(ServeOptions {
+                ifaces,
+                listen,
+                state_dir,
+                instance,
+                token,
+                generic,
+                bpffs,
+            }))
+        }
+        Command::Down { instance, bpffs } => serve::down(&bpffs, &instance),
+        Command::Vip { command, api } => {
+            let c = api.client();
+            match command {
+                VipCommand::List { json } => cli::vip_list(&c, json),
+                VipCommand::Add {
+                    name,
+                    address,
+                    port,
+                    protocol,
+                    mode,
+                    sticky,
+                    table_size,
+                } => cli::vip_add(
+                    &c,
+                    cli::NewVip {
+                        name,
+                        address,
+                        port,
+                        protocol: protocol.into(),
+                        mode: mode.into(),
+                        sticky,
+                        table_size,
+                    },
+                ),
+                VipCommand::Del { name } => cli::vip_del(&c, &name),
+            }
+        }
+        Command::Backend { command, api } => {
+            let c = api.client();
+            match command {
+                BackendCommand::List { vip, json } => cli::backend_list(&c, &vip, json),
+                BackendCommand::Add {
+                    vip,
+                    address,
+                    weight,
+                    port,
+                } => cli::backend_add(&c, &vip, address, weight, port),
+                BackendCommand::Set {
+                    vip,
+                    address,
+                    weight,
+                    port,
+                } => cli::backend_set(&c, &vip, address, weight, port),
+                BackendCommand::Del { vip, address } => cli::backend_del(&c, &vip, address),
+            }
+        }
+        Command::Config { command, api } => {
+            let c = api.client();
+            match command {
+                ConfigCommand::Get => cli::config_get(&c),
+                ConfigCommand::Apply { file, if_match } => {
+                    cli::config_apply(&c, &file, if_match.as_deref())
+                }
+            }
+        }
+        Command::Stats { json, api } => cli::stats(&api.client(), json),
+        Command::Trace {
+            src,
+            sport,
+            dst,
+            dport,
+            proto,
+            config,
+            api,
+        } => match config {
+            Some(path) => {
+                let plan = read_plan(&path)?;
+                let proto = Protocol::from(proto).number();
+                trace_offline(
+                    &plan,
+                    &FlowKey {
+                        src,
+                        dst,
+                        sport,
+                        dport,
+                        proto,
+                    },
+                )
+            }
+            None => cli::trace(&api.client(), src, sport, dst, dport, proto.into()),
+        },
+        Command::Plan { config } => read_plan(&config).map(|p| show_plan(&p)),
         Command::Run {
             ifaces,
             config,
             generic,
             stats_interval,
         } => run(&ifaces, &config, generic, stats_interval),
-        Command::Plan { config } => read_plan(&config).map(|p| show_plan(&p)),
-        Command::Trace {
-            config,
-            src,
-            sport,
-            dst,
-            dport,
-            proto,
-        } => read_plan(&config).and_then(|plan| {
-            let proto = match proto {
-                Proto::Tcp => Protocol::Tcp,
-                Proto::Udp => Protocol::Udp,
-            };
-            trace(
-                &plan,
-                &FlowKey {
-                    src,
-                    dst,
-                    sport,
-                    dport,
-                    proto: proto.number(),
-                },
-            )
-        }),
-    };
-    match result {
+        Command::Openapi => {
+            print!("{}", lethe::api::openapi_json());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Like any Unix filter: `lethe plan x | head` ends quietly.
+    // SAFETY: restoring the default disposition of one signal at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

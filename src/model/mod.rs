@@ -5,6 +5,7 @@
 //! say which backend a flow gets without sending a packet.
 
 mod parse;
+pub mod probe;
 mod rewrite;
 
 use std::net::IpAddr;

@@ -1,0 +1,193 @@
+//! GET /metrics: the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::{ApiError, ApiState};
+use crate::control::Stats;
+
+/// Label values escape backslash, quote and newline.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+pub fn render(stats: &Stats, state: &ApiState) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "lethe_packets_total",
+        "counter",
+        "Packets leaving the XDP program, by verdict and reason.",
+    );
+    for (r, c) in &stats.reasons {
+        let verdict = match r {
+            crate::abi::Reason::FwdTx => "tx",
+            crate::abi::Reason::FwdRedirect => "redirect",
+            other => other.implied_action().name(),
+        };
+        let _ = writeln!(
+            out,
+            "lethe_packets_total{{verdict=\"{verdict}\",reason=\"{}\"}} {}",
+            r.name(),
+            c.packets
+        );
+    }
+    family(
+        &mut out,
+        "lethe_bytes_total",
+        "counter",
+        "Bytes (frame length on arrival) leaving the XDP program, by reason.",
+    );
+    for (r, c) in &stats.reasons {
+        let _ = writeln!(
+            out,
+            "lethe_bytes_total{{reason=\"{}\"}} {}",
+            r.name(),
+            c.bytes
+        );
+    }
+    family(
+        &mut out,
+        "lethe_vip_packets_total",
+        "counter",
+        "Packets matched to a VIP.",
+    );
+    for v in &stats.vips {
+        let _ = writeln!(
+            out,
+            "lethe_vip_packets_total{{vip=\"{}\"}} {}",
+            label(&v.name),
+            v.vip.packets
+        );
+    }
+    family(
+        &mut out,
+        "lethe_vip_bytes_total",
+        "counter",
+        "Bytes matched to a VIP.",
+    );
+    for v in &stats.vips {
+        let _ = writeln!(
+            out,
+            "lethe_vip_bytes_total{{vip=\"{}\"}} {}",
+            label(&v.name),
+            v.vip.bytes
+        );
+    }
+    family(
+        &mut out,
+        "lethe_backend_packets_total",
+        "counter",
+        "Packets forwarded to a backend of a VIP.",
+    );
+    for v in &stats.vips {
+        for (a, c) in &v.backends {
+            let _ = writeln!(
+                out,
+                "lethe_backend_packets_total{{vip=\"{}\",backend=\"{a}\"}} {}",
+                label(&v.name),
+                c.packets
+            );
+        }
+    }
+    family(
+        &mut out,
+        "lethe_backend_bytes_total",
+        "counter",
+        "Bytes forwarded to a backend of a VIP.",
+    );
+    for v in &stats.vips {
+        for (a, c) in &v.backends {
+            let _ = writeln!(
+                out,
+                "lethe_backend_bytes_total{{vip=\"{}\",backend=\"{a}\"}} {}",
+                label(&v.name),
+                c.bytes
+            );
+        }
+    }
+    let cs = &state.control.stats;
+    family(
+        &mut out,
+        "lethe_config_changes_total",
+        "counter",
+        "Configuration changes, by result.",
+    );
+    for (result, n) in [
+        ("applied", &cs.changes_applied),
+        ("refused", &cs.changes_refused),
+        ("failed", &cs.changes_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "lethe_config_changes_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "lethe_tables_built_total",
+        "counter",
+        "Maglev tables built (unchanged ones are reused).",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_tables_built_total {}",
+        cs.tables_built.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "lethe_last_table_build_seconds",
+        "gauge",
+        "Time the last change spent building tables.",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_last_table_build_seconds {:.6}",
+        cs.last_build_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    family(
+        &mut out,
+        "lethe_last_map_sync_seconds",
+        "gauge",
+        "Time the last change spent writing the maps.",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_last_map_sync_seconds {:.6}",
+        cs.last_sync_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    family(
+        &mut out,
+        "lethe_ready",
+        "gauge",
+        "1 once attached and synced.",
+    );
+    let _ = writeln!(out, "lethe_ready {}", u8::from(state.control.is_ready()));
+    out
+}
+
+/// Prometheus metrics: per reason, per VIP, per backend, control plane.
+#[utoipa::path(get, path = "/metrics", tag = "stats",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let stats = s.control.stats().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&stats, &s),
+    ))
+}

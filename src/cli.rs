@@ -1,0 +1,358 @@
+//! The client half of the binary: commands that talk to a running daemon's
+//! REST API (`--api`, default http://127.0.0.1:9180). Problems the API
+//! reports are printed as they are and make the command fail.
+
+use std::io::Read;
+use std::net::IpAddr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::abi::Mode;
+use crate::api::BackendView;
+use crate::config::{Backend, Config, HealthCheck, Protocol, Vip};
+use crate::edit::BackendPatch;
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+fn problem_text(status: u16, body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) if v.get("detail").is_some() => format!(
+            "{} {}: {}",
+            status,
+            v["title"].as_str().unwrap_or(""),
+            v["detail"].as_str().unwrap_or("")
+        ),
+        _ => format!("{status}: {}", body.trim()),
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<(String, Option<String>)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.agent.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        if let Some(tag) = if_match {
+            req = req.set("If-Match", tag);
+        }
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match result {
+            Ok(resp) => {
+                let etag = resp.header("ETag").map(str::to_string);
+                let mut text = String::new();
+                resp.into_reader()
+                    .take(64 << 20)
+                    .read_to_string(&mut text)
+                    .context("reading the answer")?;
+                Ok((text, etag))
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                Err(anyhow!("{method} {path}: {}", problem_text(code, &text)))
+            }
+            Err(e) => Err(anyhow!(
+                "{method} {url}: {e} (is `lethe serve` running there?)"
+            )),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (text, _) = self.call("GET", path, None, None)?;
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: unexpected answer"))
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<String> {
+        Ok(self.call(method, path, body.as_ref(), None)?.0)
+    }
+}
+
+fn table(rows: Vec<Vec<String>>) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn vip_list(c: &Client, json: bool) -> Result<()> {
+    let vips: Vec<Vip> = c.get("/v1/vips")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&vips)?);
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "NAME", "ADDRESS", "PORT", "PROTO", "MODE", "STICKY", "TABLE", "BACKENDS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for v in vips {
+        rows.push(vec![
+            v.name,
+            v.address.to_string(),
+            v.port.to_string(),
+            v.protocol.to_string(),
+            v.mode.to_string(),
+            v.sticky.to_string(),
+            v.table_size.to_string(),
+            v.backends.len().to_string(),
+        ]);
+    }
+    table(rows);
+    Ok(())
+}
+
+pub struct NewVip {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub sticky: bool,
+    pub table_size: Option<u32>,
+}
+
+pub fn vip_add(c: &Client, v: NewVip) -> Result<()> {
+    let vip = Vip {
+        name: v.name,
+        address: v.address,
+        port: v.port,
+        protocol: v.protocol,
+        mode: v.mode,
+        sticky: v.sticky,
+        table_size: v.table_size.unwrap_or(crate::maglev::DEFAULT_TABLE_SIZE),
+        event_sample_rate: 0,
+        health_check: HealthCheck::None,
+        backends: Vec::new(),
+    };
+    c.send("POST", "/v1/vips", Some(serde_json::to_value(&vip)?))?;
+    println!(
+        "added VIP {} {}:{}/{} ({})",
+        vip.name, vip.address, vip.port, vip.protocol, vip.mode
+    );
+    Ok(())
+}
+
+pub fn vip_del(c: &Client, name: &str) -> Result<()> {
+    c.send("DELETE", &format!("/v1/vips/{name}"), None)?;
+    println!("deleted VIP {name}");
+    Ok(())
+}
+
+pub fn backend_list(c: &Client, vip: &str, json: bool) -> Result<()> {
+    if json {
+        let bs: Value = c.get(&format!("/v1/vips/{vip}/backends"))?;
+        println!("{}", serde_json::to_string_pretty(&bs)?);
+        return Ok(());
+    }
+    let bs: Vec<BackendView> = c.get(&format!("/v1/vips/{vip}/backends"))?;
+    let mut rows = vec![["ADDRESS", "PORT", "WEIGHT", "HEALTH", "SLOTS"]
+        .map(String::from)
+        .to_vec()];
+    for b in bs {
+        rows.push(vec![
+            b.address.to_string(),
+            b.port.to_string(),
+            b.weight.to_string(),
+            b.health,
+            b.slots.to_string(),
+        ]);
+    }
+    table(rows);
+    Ok(())
+}
+
+pub fn backend_add(
+    c: &Client,
+    vip: &str,
+    address: IpAddr,
+    weight: u32,
+    port: Option<u16>,
+) -> Result<()> {
+    let b = Backend {
+        address,
+        port,
+        weight,
+    };
+    c.send(
+        "POST",
+        &format!("/v1/vips/{vip}/backends"),
+        Some(serde_json::to_value(&b)?),
+    )?;
+    println!("added backend {address} to {vip} (weight {weight})");
+    Ok(())
+}
+
+pub fn backend_set(
+    c: &Client,
+    vip: &str,
+    address: IpAddr,
+    weight: Option<u32>,
+    port: Option<u16>,
+) -> Result<()> {
+    if weight.is_none() && port.is_none() {
+        bail!("nothing to set: give --weight and/or --port");
+    }
+    let p = BackendPatch { weight, port };
+    c.send(
+        "PATCH",
+        &format!("/v1/vips/{vip}/backends/{address}"),
+        Some(serde_json::to_value(&p)?),
+    )?;
+    println!("updated backend {address} of {vip}");
+    Ok(())
+}
+
+pub fn backend_del(c: &Client, vip: &str, address: IpAddr) -> Result<()> {
+    c.send(
+        "DELETE",
+        &format!("/v1/vips/{vip}/backends/{address}"),
+        None,
+    )?;
+    println!("deleted backend {address} of {vip}");
+    Ok(())
+}
+
+pub fn config_get(c: &Client) -> Result<()> {
+    let (text, etag) = c.call("GET", "/v1/config", None, None)?;
+    let v: Value = serde_json::from_str(&text)?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if let Some(tag) = etag {
+        eprintln!("etag: {tag}");
+    }
+    Ok(())
+}
+
+pub fn config_apply(c: &Client, path: &std::path::Path, if_match: Option<&str>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Parse locally first: a clear error for a broken file, and the server
+    // still validates everything.
+    let config: Config = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+    let (_, etag) = c.call(
+        "PUT",
+        "/v1/config",
+        Some(&serde_json::to_value(&config)?),
+        if_match,
+    )?;
+    println!(
+        "applied {} ({} VIPs){}",
+        path.display(),
+        config.vips.len(),
+        etag.map(|t| format!(", etag {t}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn stats(c: &Client, json: bool) -> Result<()> {
+    if json {
+        let v: Value = c.get("/v1/stats")?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let text = c.send("GET", "/v1/stats", None)?;
+    let s: Value = serde_json::from_str(&text)?;
+    println!("verdict reasons (packets):");
+    let mut rows = vec![vec!["REASON".to_string(), "PACKETS".into(), "BYTES".into()]];
+    if let Some(m) = s["reasons"].as_object() {
+        for (name, c) in m {
+            if c["packets"].as_u64().unwrap_or(0) > 0 {
+                rows.push(vec![
+                    name.clone(),
+                    c["packets"].to_string(),
+                    c["bytes"].to_string(),
+                ]);
+            }
+        }
+    }
+    table(rows);
+    println!();
+    let mut rows = vec![vec![
+        "VIP".to_string(),
+        "BACKEND".into(),
+        "PACKETS".into(),
+        "BYTES".into(),
+    ]];
+    for v in s["vips"].as_array().into_iter().flatten() {
+        let name = v["name"].as_str().unwrap_or("").to_string();
+        rows.push(vec![
+            name.clone(),
+            "*".into(),
+            v["packets"].to_string(),
+            v["bytes"].to_string(),
+        ]);
+        for b in v["backends"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                String::new(),
+                b["address"].as_str().unwrap_or("").to_string(),
+                b["packets"].to_string(),
+                b["bytes"].to_string(),
+            ]);
+        }
+    }
+    table(rows);
+    Ok(())
+}
+
+pub fn trace(
+    c: &Client,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    proto: Protocol,
+) -> Result<()> {
+    let path = format!("/v1/trace?src={src}&sport={sport}&dst={dst}&dport={dport}&proto={proto}");
+    let text = c.send("GET", &path, None)?;
+    let v: Value = serde_json::from_str(&text)?;
+    println!("{}", v["flow"].as_str().unwrap_or(""));
+    let side = |s: &Value| {
+        let mut parts = Vec::new();
+        for k in ["vip", "backend", "verdict", "reason", "hash", "slot"] {
+            if !s[k].is_null() {
+                parts.push(format!("{k} {}", s[k].to_string().trim_matches('"')));
+            }
+        }
+        parts.join(", ")
+    };
+    println!("  model:  {}", side(&v["model"]));
+    println!("  kernel: {}", side(&v["kernel"]));
+    let agree = v["agree"].as_bool().unwrap_or(false);
+    println!("  {}", if agree { "agree" } else { "DISAGREE" });
+    if !agree {
+        bail!("the kernel and the model disagree");
+    }
+    Ok(())
+}

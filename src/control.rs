@@ -1,0 +1,346 @@
+//! The controller: owns the desired state and applies every change as one
+//! transaction — validate, plan (tables), write the maps, save — or leaves
+//! everything as it was. The REST API and the daemon's start-up both go
+//! through it; changes are serialised by one lock.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::abi::Reason;
+use crate::config::{Config, Protocol};
+use crate::dataplane::{Counter, Dataplane, DataplaneError};
+use crate::edit::{Change, EditError};
+use crate::flow_hash::FlowKey;
+use crate::model::{self, probe, Pick};
+use crate::plan::{Plan, VipKey};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    #[error("the configuration changed since the ETag {given} (now {current})")]
+    PreconditionFailed { given: String, current: String },
+    #[error("the data plane refused the change; the previous state was restored")]
+    Dataplane(#[source] DataplaneError),
+    #[error("the change could not be saved; the previous state was restored")]
+    Store(#[source] StoreError),
+    #[error("a data plane task failed: {0}")]
+    Task(String),
+}
+
+/// The current desired state and what it was built into.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub config: Config,
+    pub plan: Arc<Plan>,
+    pub etag: String,
+}
+
+/// Control-plane figures for /metrics.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    pub changes_applied: AtomicU64,
+    pub changes_refused: AtomicU64,
+    pub changes_failed: AtomicU64,
+    /// Last apply: table builds (µs) and map writes (µs).
+    pub last_build_us: AtomicU64,
+    pub last_sync_us: AtomicU64,
+    pub tables_built: AtomicU64,
+}
+
+pub struct Controller {
+    dp: Arc<Dataplane>,
+    store: Option<Store>,
+    current: Mutex<Snapshot>,
+    ready: AtomicBool,
+    /// Where `trace` probes enter: the first attached interface (0: none).
+    trace_ifindex: AtomicU64,
+    pub stats: ControlStats,
+}
+
+/// The ETag of a configuration: a digest of its canonical JSON.
+pub fn etag(config: &Config) -> String {
+    let json = serde_json::to_vec(config).expect("configs serialise");
+    let sum = Sha256::digest(&json);
+    let hex: String = sum.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ControlError::Task(e.to_string()))
+}
+
+/// Counters of one VIP and its backends.
+#[derive(Debug, Clone)]
+pub struct VipStats {
+    pub name: String,
+    pub vip: Counter,
+    pub backends: Vec<(IpAddr, Counter)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub reasons: Vec<(Reason, Counter)>,
+    pub vips: Vec<VipStats>,
+}
+
+/// The answer to "which backend does this flow get?", from both sides.
+#[derive(Debug, Clone)]
+pub struct TraceReport {
+    pub flow: FlowKey,
+    pub model: Result<Pick, Reason>,
+    pub kernel: crate::dataplane::Traced,
+}
+
+impl Controller {
+    /// Applies `initial` (the saved configuration) to the data plane. With
+    /// pinned maps that already hold it, nothing is written.
+    pub async fn start(
+        dp: Arc<Dataplane>,
+        store: Option<Store>,
+        initial: Config,
+    ) -> Result<Controller, ControlError> {
+        let plan = Arc::new(Plan::new(&initial).map_err(EditError::from)?);
+        let started = Instant::now();
+        let (d, p) = (dp.clone(), plan.clone());
+        blocking(move || d.apply(&p))
+            .await?
+            .map_err(ControlError::Dataplane)?;
+        let stats = ControlStats::default();
+        stats
+            .last_build_us
+            .store(plan.build_time.as_micros() as u64, Ordering::Relaxed);
+        stats
+            .last_sync_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats
+            .tables_built
+            .store(plan.tables_built as u64, Ordering::Relaxed);
+        Ok(Controller {
+            dp,
+            store,
+            current: Mutex::new(Snapshot {
+                etag: etag(&initial),
+                config: initial,
+                plan,
+            }),
+            ready: AtomicBool::new(false),
+            trace_ifindex: AtomicU64::new(0),
+            stats,
+        })
+    }
+
+    pub fn dataplane(&self) -> &Arc<Dataplane> {
+        &self.dp
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_trace_ifindex(&self, ifindex: u32) {
+        self.trace_ifindex
+            .store(u64::from(ifindex), Ordering::Relaxed);
+    }
+
+    pub async fn snapshot(&self) -> Snapshot {
+        self.current.lock().await.clone()
+    }
+
+    /// Applies one change as a transaction. `if_match`: the ETag the client
+    /// based the change on (`*` or absent: any). Returns the new snapshot;
+    /// a change that changes nothing returns the current one untouched.
+    pub async fn change(
+        &self,
+        change: Change,
+        if_match: Option<&str>,
+    ) -> Result<Snapshot, ControlError> {
+        let result = self.change_inner(&change, if_match).await;
+        let counter = match &result {
+            Ok(_) => &self.stats.changes_applied,
+            Err(ControlError::Edit(_) | ControlError::PreconditionFailed { .. }) => {
+                &self.stats.changes_refused
+            }
+            Err(_) => &self.stats.changes_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn change_inner(
+        &self,
+        change: &Change,
+        if_match: Option<&str>,
+    ) -> Result<Snapshot, ControlError> {
+        let mut current = self.current.lock().await;
+        if let Some(given) = if_match {
+            if given != "*" && given != current.etag {
+                return Err(ControlError::PreconditionFailed {
+                    given: given.to_string(),
+                    current: current.etag.clone(),
+                });
+            }
+        }
+        let next = change.apply_to(&current.config)?;
+        if next == current.config {
+            return Ok(current.clone());
+        }
+        let plan = Arc::new(current.plan.update(&next).map_err(EditError::from)?);
+
+        let started = Instant::now();
+        let (dp, new_plan) = (self.dp.clone(), plan.clone());
+        if let Err(e) = blocking(move || dp.apply(&new_plan)).await? {
+            self.restore(&current.plan).await;
+            return Err(ControlError::Dataplane(e));
+        }
+        let sync = started.elapsed();
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(&next) {
+                self.restore(&current.plan).await;
+                return Err(ControlError::Store(e));
+            }
+        }
+        self.stats
+            .last_build_us
+            .store(plan.build_time.as_micros() as u64, Ordering::Relaxed);
+        self.stats
+            .last_sync_us
+            .store(sync.as_micros() as u64, Ordering::Relaxed);
+        self.stats
+            .tables_built
+            .fetch_add(plan.tables_built as u64, Ordering::Relaxed);
+        *current = Snapshot {
+            etag: etag(&next),
+            config: next,
+            plan,
+        };
+        tracing::info!(
+            change = %change.describe(),
+            vips = current.config.vips.len(),
+            tables_built = current.plan.tables_built,
+            build_ms = ms(current.plan.build_time),
+            sync_ms = ms(sync),
+            etag = %current.etag,
+            "change applied"
+        );
+        Ok(current.clone())
+    }
+
+    /// Puts the maps back as `plan` says, after a failed change.
+    async fn restore(&self, plan: &Arc<Plan>) {
+        let (dp, plan) = (self.dp.clone(), plan.clone());
+        match blocking(move || dp.apply(&plan)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %error_chain(&e), "restoring the previous state failed")
+            }
+            Err(e) => tracing::error!(error = %e, "restoring the previous state failed"),
+        }
+    }
+
+    /// Every counter: reasons, VIPs, backends.
+    pub async fn stats(&self) -> Result<Stats, ControlError> {
+        let plan = self.current.lock().await.plan.clone();
+        let dp = self.dp.clone();
+        blocking(move || -> Result<Stats, DataplaneError> {
+            let reasons = dp.reason_counters()?;
+            let mut vips = Vec::new();
+            for v in &plan.vips {
+                let key = v.key();
+                let vip = dp.vip_counter(&key)?.unwrap_or_default();
+                let mut backends = Vec::new();
+                for b in &v.vip.backends {
+                    backends.push((
+                        b.address,
+                        dp.backend_counter(&key, b.address)?.unwrap_or_default(),
+                    ));
+                }
+                vips.push(VipStats {
+                    name: v.vip.name.clone(),
+                    vip,
+                    backends,
+                });
+            }
+            Ok(Stats { reasons, vips })
+        })
+        .await?
+        .map_err(ControlError::Dataplane)
+    }
+
+    /// Which backend a flow gets: from the model, and from the kernel
+    /// program running a probe frame (BPF_PROG_TEST_RUN).
+    pub async fn trace(&self, flow: FlowKey) -> Result<TraceReport, ControlError> {
+        let plan = self.current.lock().await.plan.clone();
+        let model = model::pick(&plan, &flow);
+        let dp = self.dp.clone();
+        let ifindex = self.trace_ifindex.load(Ordering::Relaxed) as u32;
+        let frame = probe::frame(&flow);
+        let kernel = blocking(move || dp.trace(&frame, ifindex))
+            .await?
+            .map_err(ControlError::Dataplane)?;
+        Ok(TraceReport {
+            flow,
+            model,
+            kernel,
+        })
+    }
+
+    /// The table of a VIP as the kernel holds it, as a digest.
+    pub async fn published_digest(&self, key: VipKey) -> Result<Option<String>, ControlError> {
+        let dp = self.dp.clone();
+        let table = blocking(move || dp.published_table(&key))
+            .await?
+            .map_err(ControlError::Dataplane)?;
+        Ok(table.map(|t| crate::maglev::digest(t.into_iter())))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// An error and its sources, "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a trace's two answers agree on the backend.
+pub fn agrees(report: &TraceReport) -> bool {
+    match &report.model {
+        Ok(p) => report.kernel.backend == Some(p.backend),
+        Err(r) => report.kernel.backend.is_none() && report.kernel.reason == Some(*r),
+    }
+}
+
+/// A flow key from the parts of a trace query.
+pub fn flow(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: Protocol) -> FlowKey {
+    FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: proto.number(),
+    }
+}

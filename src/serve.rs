@@ -1,0 +1,165 @@
+//! `lethe serve`: the daemon. Loads the program with its maps pinned under
+//! /sys/fs/bpf/lethe/<instance>/ (reusing and adopting what an earlier
+//! daemon left), restores the saved configuration, attaches (or upgrades
+//! the program on the pinned links in place), then serves the API.
+//!
+//! Stopping the daemon — SIGTERM, or kill -9 — detaches nothing: the pinned
+//! links keep the program running on the pinned maps. `lethe down` detaches.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::control::Controller;
+use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub ifaces: Vec<String>,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub instance: String,
+    pub token: Option<String>,
+    pub generic: bool,
+    pub bpffs: PathBuf,
+}
+
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name).context("interface name")?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {name:?}");
+    }
+    Ok(idx)
+}
+
+/// Instance names become directory names: keep them plain.
+pub fn check_instance(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        bail!("instance name {name:?}: use 1-32 characters from [A-Za-z0-9_-]");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = cancel.cancelled() => {}
+    }
+    cancel.cancel();
+}
+
+pub async fn serve(opts: ServeOptions) -> Result<()> {
+    check_instance(&opts.instance)?;
+    let indexes = opts
+        .ifaces
+        .iter()
+        .map(|i| ifindex(i))
+        .collect::<Result<Vec<_>>>()?;
+    pin::ensure_bpffs(&opts.bpffs)?;
+    let dir = pin::instance_dir(&opts.bpffs, &opts.instance);
+    let dp = Arc::new(
+        Dataplane::load_pinned(&dir)
+            .with_context(|| {
+                format!(
+                    "loading the XDP program with maps pinned in {}",
+                    dir.display()
+                )
+            })
+            .context(
+                "if the pinned maps are from an incompatible version, `lethe down` removes them",
+            )?,
+    );
+    for &idx in &indexes {
+        dp.allow_tx_port(idx)?;
+    }
+    let store = Store::new(opts.state_dir.join(&opts.instance));
+    let saved = store.load()?.unwrap_or_default();
+    let restored = saved.vips.len();
+    let control = Arc::new(Controller::start(dp.clone(), Some(store), saved).await?);
+    tracing::info!(vips = restored, pins = %dir.display(), "configuration restored");
+
+    let mode = if opts.generic {
+        tracing::warn!(
+            "generic (SKB) mode: every packet pays for an skb; use native mode in production"
+        );
+        AttachMode::Generic
+    } else {
+        AttachMode::Native
+    };
+    // The link handles are only fds: the links are pinned and stay attached
+    // when these are dropped.
+    let mut links = Vec::new();
+    for (name, &idx) in opts.ifaces.iter().zip(&indexes) {
+        let (link, outcome) = dp
+            .attach_pinned(&dir, name, idx, mode)
+            .with_context(|| format!("attaching to {name}"))?;
+        let (link_id, prog_id) = link.ids()?;
+        match outcome {
+            LinkOutcome::Attached => {
+                tracing::info!(iface = %name, ?mode, link_id, prog_id, "attached")
+            }
+            LinkOutcome::Kept => {
+                tracing::info!(iface = %name, link_id, prog_id, "already attached")
+            }
+            LinkOutcome::Upgraded { previous_prog_id } => {
+                tracing::info!(iface = %name, link_id, prog_id, previous_prog_id, "program upgraded in place")
+            }
+        }
+        links.push(link);
+    }
+    if let Some(&first) = indexes.first() {
+        control.set_trace_ifindex(first);
+    }
+    control.set_ready(true);
+
+    let cancel = CancellationToken::new();
+    let app = api::router(ApiState {
+        control: control.clone(),
+        token: opts.token.as_deref().map(Arc::from),
+    });
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    tracing::info!(listen = %opts.listen, auth = opts.token.is_some(), "serving the API");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal(cancel.clone()))
+        .await
+        .context("serving the API")?;
+    drop(links);
+    tracing::info!("stopped; the program stays attached (`lethe down` detaches)");
+    Ok(())
+}
+
+/// `lethe down`: detaches the instance's links and removes its pins.
+pub fn down(bpffs: &std::path::Path, instance: &str) -> Result<()> {
+    check_instance(instance)?;
+    let dir = pin::instance_dir(bpffs, instance);
+    if !dir.exists() {
+        println!(
+            "nothing pinned for instance {instance:?} ({})",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let removed = pin::remove_instance(&dir)?;
+    for l in &removed.links {
+        println!("detached {l}");
+    }
+    println!("removed {} pins and {}", removed.files, dir.display());
+    Ok(())
+}

@@ -1,0 +1,714 @@
+//! The REST API through `router(state)` with tower's oneshot, on a real
+//! loaded data plane (no interface attached): every route's happy path,
+//! and for every kind of bad input a problem+json 4xx and nothing changed
+//! (same ETag, same saved file, same maps).
+//!
+//! Privileged: the controller writes real BPF maps. Run by scripts/test.sh.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use lethe::api::{router, ApiState, BODY_LIMIT};
+use lethe::config::Config;
+use lethe::control::Controller;
+use lethe::dataplane::Dataplane;
+use lethe::store::Store;
+
+struct App {
+    router: Router,
+    control: Arc<Controller>,
+    state_dir: PathBuf,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+async fn app(token: Option<&str>) -> App {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let state_dir = std::env::temp_dir().join(format!("lethe-api-test-{}-{n}", std::process::id()));
+    let dp = Arc::new(Dataplane::load().expect("load XDP program"));
+    let control = Arc::new(
+        Controller::start(dp, Some(Store::new(&state_dir)), Config::default())
+            .await
+            .unwrap(),
+    );
+    let router = router(ApiState {
+        control: control.clone(),
+        token: token.map(Arc::from),
+    });
+    App {
+        router,
+        control,
+        state_dir,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(req).await
+    }
+
+    async fn raw(&self, method: Method, uri: &str, content_type: &str, body: Vec<u8>) -> Resp {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn etag(&self) -> String {
+        self.control.snapshot().await.etag
+    }
+
+    fn saved(&self) -> Option<String> {
+        std::fs::read_to_string(self.state_dir.join("config.json")).ok()
+    }
+}
+
+fn web() -> Value {
+    json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp",
+           "backends": [{"address": "10.0.1.1"}, {"address": "10.0.1.2", "weight": 2}]})
+}
+
+fn assert_problem(r: &Resp, status: StatusCode, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text);
+    assert_eq!(
+        r.headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "{what}"
+    );
+    assert_eq!(r.body["status"], status.as_u16(), "{what}");
+    assert!(
+        r.body["type"].as_str().unwrap().starts_with("urn:lethe:"),
+        "{what}"
+    );
+    assert!(!r.body["detail"].as_str().unwrap().is_empty(), "{what}");
+}
+
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn routes_work_end_to_end() {
+    let app = app(None).await;
+
+    // PUT the whole config; GET it back with the same ETag; PUT again is a no-op.
+    let config = json!({"hash_seed": 7, "vips": [web()]});
+    let r = app
+        .call(Method::PUT, "/v1/config", Some(config.clone()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let etag = r.headers[header::ETAG].to_str().unwrap().to_string();
+    let r = app.call(Method::GET, "/v1/config", None, &[]).await;
+    assert_eq!(r.headers[header::ETAG].to_str().unwrap(), etag);
+    assert_eq!(
+        r.body["vips"][0]["table_size"], 65537,
+        "defaults are filled in"
+    );
+    let applied = app
+        .control
+        .stats
+        .changes_applied
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/config",
+            Some(config.clone()),
+            &[("If-Match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers[header::ETAG].to_str().unwrap(),
+        etag,
+        "idempotent PUT changed the ETag"
+    );
+    assert_eq!(
+        app.control
+            .stats
+            .changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed),
+        applied + 1
+    );
+    let saved: Config = serde_json::from_str(&app.saved().unwrap()).unwrap();
+    assert_eq!(serde_json::to_value(&saved).unwrap(), r.body);
+
+    // VIPs.
+    let dns = json!({"name": "dns", "address": "10.100.0.2", "port": 53, "protocol": "udp", "mode": "ipip"});
+    let r = app.call(Method::POST, "/v1/vips", Some(dns), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.headers[header::LOCATION], "/v1/vips/dns");
+    let r = app.call(Method::GET, "/v1/vips", None, &[]).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 2);
+    let r = app
+        .call(
+            Method::PATCH,
+            "/v1/vips/dns",
+            Some(json!({"sticky": true, "table_size": 7919})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["sticky"].clone(),
+            r.body["table_size"].clone()
+        ),
+        (StatusCode::OK, json!(true), json!(7919))
+    );
+    let r = app.call(Method::GET, "/v1/vips/dns", None, &[]).await;
+    assert_eq!(r.body["mode"], "ipip");
+
+    // Backends.
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/vips/dns/backends",
+            Some(json!({"address": "fd00::1"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.headers[header::LOCATION], "/v1/vips/dns/backends/fd00::1");
+    assert_eq!(
+        (r.body["port"].clone(), r.body["slots"].clone()),
+        (json!(53), json!(7919))
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/vips/dns/backends",
+            Some(json!({"address": "10.0.2.2", "weight": 3})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .call(
+            Method::PATCH,
+            "/v1/vips/dns/backends/fd00::1",
+            Some(json!({"weight": 0})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["weight"].clone(), r.body["slots"].clone()),
+        (StatusCode::OK, json!(0), json!(0))
+    );
+    let r = app
+        .call(Method::GET, "/v1/vips/dns/backends", None, &[])
+        .await;
+    assert_eq!(r.body.as_array().unwrap().len(), 2);
+    assert_eq!(
+        r.body[1]["slots"], 7919,
+        "the other backend holds every slot"
+    );
+    let r = app
+        .call(Method::GET, "/v1/vips/dns/backends/10.0.2.2", None, &[])
+        .await;
+    assert_eq!(r.body["weight"], 3);
+    let r = app
+        .call(Method::DELETE, "/v1/vips/dns/backends/fd00::1", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    // The table: shares, and the kernel's table hashes like the plan's.
+    let r = app.call(Method::GET, "/v1/vips/web/table", None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["size"], 65537);
+    assert_eq!(r.body["digest"], r.body["published_digest"]);
+    assert_eq!(r.body["digest"].as_str().unwrap().len(), 64);
+    let slots: u64 = r.body["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["slots"].as_u64().unwrap())
+        .sum();
+    assert_eq!(slots, 65537);
+    assert!((r.body["backends"][1]["share"].as_f64().unwrap() - 2.0 / 3.0).abs() < 0.001);
+
+    // Trace: the model and the kernel pick the same backend.
+    let r = app
+        .call(
+            Method::GET,
+            "/v1/trace?src=192.0.2.9&sport=5555&dst=10.100.0.1&dport=80",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["agree"], true, "{}", r.text);
+    assert_eq!(r.body["model"]["vip"], "web");
+    assert_eq!(r.body["kernel"]["vip"], "web");
+    assert_eq!(r.body["model"]["backend"], r.body["kernel"]["backend"]);
+    let r = app
+        .call(
+            Method::GET,
+            "/v1/trace?src=192.0.2.9&sport=1&dst=10.100.0.1&dport=81&proto=udp",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.body["agree"].clone(), r.body["kernel"]["reason"].clone()),
+        (json!(true), json!("not_vip"))
+    );
+
+    // Stats and metrics see the traced packets.
+    let r = app.call(Method::GET, "/v1/stats", None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["vips"][0]["name"], "web");
+    assert_eq!(r.body["vips"][0]["packets"], 1);
+    assert_eq!(r.body["reasons"]["not_vip"]["packets"], 1);
+    let r = app.call(Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("lethe_vip_packets_total{vip=\"web\"} 1"),
+        "{}",
+        r.text
+    );
+    assert!(r
+        .text
+        .contains("lethe_packets_total{verdict=\"pass\",reason=\"not_vip\"} 1"));
+    assert!(r
+        .text
+        .contains("# TYPE lethe_backend_packets_total counter"));
+    assert!(r
+        .text
+        .contains("lethe_config_changes_total{result=\"applied\"}"));
+
+    // Liveness and readiness.
+    assert_eq!(
+        app.call(Method::GET, "/live", None, &[]).await.status,
+        StatusCode::OK
+    );
+    assert_problem(
+        &app.call(Method::GET, "/ready", None, &[]).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready",
+    );
+    app.control.set_ready(true);
+    assert_eq!(
+        app.call(Method::GET, "/ready", None, &[]).await.status,
+        StatusCode::OK
+    );
+
+    // Delete.
+    let r = app.call(Method::DELETE, "/v1/vips/dns", None, &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_problem(
+        &app.call(Method::GET, "/v1/vips/dns", None, &[]).await,
+        StatusCode::NOT_FOUND,
+        "deleted VIP",
+    );
+}
+
+/// Each bad request: its status, a problem body, and nothing changed.
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let app = app(None).await;
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/config",
+            Some(json!({"vips": [web()]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before_etag = app.etag().await;
+    let before_file = app.saved();
+    let before_table = app
+        .call(Method::GET, "/v1/vips/web/table", None, &[])
+        .await
+        .body;
+
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = web();
+        f(&mut v);
+        json!({"vips": [v]})
+    };
+    let mut cases: Vec<(&str, Method, String, Option<Value>, StatusCode)> = vec![
+        (
+            "unknown field",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(json!({"vips": [], "colour": "red"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "wrong type",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["port"] = json!("80"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "missing field",
+            Method::POST,
+            "/v1/vips".into(),
+            Some(json!({"name": "x", "address": "10.0.0.1", "port": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "invalid address",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["address"] = json!("10.0.0.256"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unusable address",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["address"] = json!("0.0.0.0"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "mixed-family dsr backend",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["backends"][0]["address"] = json!("fd00::1"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "port out of range",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["port"] = json!(65536))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "negative port",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["port"] = json!(-1))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown mode",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["mode"] = json!("tunnel"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "mode not supported yet",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["mode"] = json!("nat"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown protocol",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["protocol"] = json!("sctp"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "table size not prime",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["table_size"] = json!(65536))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "table size out of bounds",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["table_size"] = json!(2_000_003))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "weight out of range",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["backends"][0]["weight"] = json!(65536))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "duplicate backend",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["backends"][1]["address"] = json!("10.0.1.1"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "duplicate VIP key",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(
+                json!({"vips": [web(), {"name": "web2", "address": "10.100.0.1", "port": 80, "protocol": "tcp"}]}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "duplicate VIP name (POST)",
+            Method::POST,
+            "/v1/vips".into(),
+            Some(web()),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "duplicate backend (POST)",
+            Method::POST,
+            "/v1/vips/web/backends".into(),
+            Some(json!({"address": "10.0.1.1"})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "VIP that does not exist (PATCH)",
+            Method::PATCH,
+            "/v1/vips/nope".into(),
+            Some(json!({"sticky": true})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "VIP that does not exist (DELETE)",
+            Method::DELETE,
+            "/v1/vips/nope".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "VIP that does not exist (table)",
+            Method::GET,
+            "/v1/vips/nope/table".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "backend that does not exist",
+            Method::DELETE,
+            "/v1/vips/web/backends/10.9.9.9".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "backend of a VIP that does not exist",
+            Method::POST,
+            "/v1/vips/nope/backends".into(),
+            Some(json!({"address": "10.0.1.1"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "address in the path is not one",
+            Method::PATCH,
+            "/v1/vips/web/backends/not-an-ip".into(),
+            Some(json!({"weight": 2})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "name in a VIP patch",
+            Method::PATCH,
+            "/v1/vips/web".into(),
+            Some(json!({"name": "other"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "invalid patch value",
+            Method::PATCH,
+            "/v1/vips/web".into(),
+            Some(json!({"table_size": 10})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "trace without ports",
+            Method::GET,
+            "/v1/trace?src=192.0.2.1&dst=10.100.0.1".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "trace with mixed families",
+            Method::GET,
+            "/v1/trace?src=2001:db8::1&sport=1&dst=10.100.0.1&dport=80".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown route",
+            Method::GET,
+            "/v2/config".into(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "method not allowed",
+            Method::DELETE,
+            "/v1/config".into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    // More VIPs and more backends than the maps hold.
+    let many_vips: Vec<Value> = (0..=lethe::abi::MAX_VIPS)
+        .map(|i| json!({"name": format!("v{i}"), "address": "10.100.0.1", "port": i, "protocol": "tcp"}))
+        .collect();
+    cases.push((
+        "more VIPs than the maps hold",
+        Method::PUT,
+        "/v1/config".into(),
+        Some(json!({"vips": many_vips})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ));
+    let many_backends: Vec<Value> = (0..=lethe::config::MAX_TOTAL_BACKENDS as u32)
+        .map(|i| json!({"address": std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string()}))
+        .collect();
+    cases.push((
+        "more backends than the maps hold",
+        Method::PUT,
+        "/v1/config".into(),
+        Some(with(&|v| v["backends"] = json!(many_backends.clone()))),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ));
+
+    for (what, method, uri, body, status) in cases {
+        let r = app.call(method, &uri, body, &[]).await;
+        assert_problem(&r, status, what);
+        assert_eq!(
+            app.etag().await,
+            before_etag,
+            "{what} changed the configuration"
+        );
+        assert_eq!(app.saved(), before_file, "{what} changed the saved file");
+    }
+
+    // Bodies that are not JSON at all.
+    let r = app
+        .raw(
+            Method::PUT,
+            "/v1/config",
+            "application/json",
+            b"{\"vips\": [".to_vec(),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed JSON");
+    let r = app
+        .raw(Method::PUT, "/v1/config", "text/plain", b"{}".to_vec())
+        .await;
+    assert_problem(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "not JSON");
+    let mut huge = b"{\"vips\": [], \"pad\": \"".to_vec();
+    huge.resize(BODY_LIMIT + 1024, b'x');
+    huge.extend_from_slice(b"\"}");
+    let r = app
+        .raw(Method::PUT, "/v1/config", "application/json", huge)
+        .await;
+    assert_problem(&r, StatusCode::PAYLOAD_TOO_LARGE, "oversized body");
+
+    // A stale ETag.
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/config",
+            Some(json!({"vips": []})),
+            &[("If-Match", "\"0000000000000000\"")],
+        )
+        .await;
+    assert_problem(&r, StatusCode::PRECONDITION_FAILED, "stale If-Match");
+
+    assert_eq!(app.etag().await, before_etag);
+    assert_eq!(app.saved(), before_file);
+    let after_table = app
+        .call(Method::GET, "/v1/vips/web/table", None, &[])
+        .await
+        .body;
+    assert_eq!(after_table, before_table, "the maps changed");
+}
+
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn mutations_need_the_token_reads_do_not() {
+    let app = app(Some("s3cret")).await;
+    let before = app.etag().await;
+    let r = app.call(Method::POST, "/v1/vips", Some(web()), &[]).await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "no token");
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/vips",
+            Some(web()),
+            &[("Authorization", "Bearer wrong")],
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "wrong token");
+    let r = app
+        .call(
+            Method::DELETE,
+            "/v1/vips/web",
+            None,
+            &[("Authorization", "Basic czNjcmV0")],
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "not a bearer token");
+    assert_eq!(app.etag().await, before);
+    assert_eq!(
+        app.call(Method::GET, "/v1/config", None, &[]).await.status,
+        StatusCode::OK
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/vips",
+            Some(web()),
+            &[("Authorization", "Bearer s3cret")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
