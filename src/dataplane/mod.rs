@@ -4,6 +4,7 @@
 
 mod apply;
 mod attach;
+mod pass;
 pub mod pin;
 mod records;
 mod skel;
@@ -25,6 +26,7 @@ use crate::abi::{self, Action, Reason, REASON_COUNT};
 use crate::plan::VipKey;
 
 pub use attach::{AttachMode, LinkOutcome, XdpLink};
+pub use pass::PassProgram;
 pub use records::Pod;
 pub use skel::types;
 

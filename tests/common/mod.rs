@@ -5,4 +5,5 @@
 pub mod config;
 pub mod netns;
 pub mod packets;
+pub mod rawsock;
 pub mod topology;

@@ -1,0 +1,468 @@
+//! `lethe serve` as an operator runs it, in a network namespace with a
+//! veth: it attaches, a VIP created with curl makes a real frame come back
+//! rewritten, kill -9 leaves the link attached and the maps working, a
+//! restart restores the same configuration and table digest without
+//! detaching (the program is upgraded in place; frames sent all through
+//! the restart all come back), and `lethe down` detaches and unpins.
+//!
+//! Privileged: needs root (BPF, bpffs, a network namespace). The instance
+//! name, pin directory and state directory are unique to the run and
+//! removed at the end, also on failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::Link;
+use serde_json::{json, Value};
+
+use lethe::dataplane::{pin, AttachMode, PassProgram};
+
+use common::netns::{ifindex, in_new_netns, sh};
+use common::packets::Flow;
+use common::rawsock::RawSocket;
+use common::topology::Topology;
+
+const API: &str = "http://127.0.0.1:9180";
+
+struct Daemon {
+    child: Option<Child>,
+    instance: String,
+    state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(instance: &str, state_dir: &Path, log: &Path) -> Child {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args([
+                "serve",
+                "--iface",
+                "lt0",
+                "--listen",
+                "127.0.0.1:9180",
+                "--instance",
+                instance,
+            ])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn lethe serve")
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        pin::instance_dir(Path::new(pin::BPFFS), &self.instance)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = pin::remove_instance(&self.pin_dir());
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+        if std::thread::panicking() {
+            eprintln!("daemon log:\n{}", self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn curl(args: &[&str], body: Option<&Value>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args);
+    if let Some(b) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &b.to_string(),
+        ]);
+    }
+    let out = cmd.output().expect("curl (scripts/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn get(path: &str) -> Value {
+    let (code, body) = curl(&[&format!("{API}{path}")], None);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wait_ready(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if curl(&[&format!("{API}/ready")], None).0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("daemon not ready in 20 s:\n{}", d.logs());
+}
+
+/// The pinned link's id and the id of the program it runs.
+fn link_ids(dir: &Path) -> (u32, u32) {
+    let mut link = Link::open(pin::link_path(dir, "lt0")).expect("pinned link");
+    let info = link.info().unwrap();
+    link.disconnect();
+    (info.id, info.prog_id)
+}
+
+fn xdp_attached(dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn serve_curl_kill_restart_down() {
+    let instance = format!("t-daemon-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let topo = Topology::create();
+        // Frames sent back out of lt0 with XDP_TX arrive on lt1 only if an
+        // XDP program runs there (see ENVIRONMENT.md).
+        let pass = PassProgram::load().unwrap();
+        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
+        sh("ethtool -K lt1 tx off >/dev/null");
+        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
+        let lb_mac = topo.iface_mac("lt0");
+        let backend_macs: Vec<[u8; 6]> = (11..=13)
+            .map(|i| {
+                topo.neighbour_mac(format!("10.1.0.{i}").parse().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        // Sends one frame to the VIP; the backend MAC it came back with.
+        let probe = |sport: u16| -> Option<[u8; 6]> {
+            let frame = Flow::tcp("198.51.100.1", sport, "10.100.0.1", 80).frame(lb_mac);
+            sock.drain();
+            sock.send(&frame).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while let Some(got) = sock
+                .recv(deadline.saturating_duration_since(Instant::now()))
+                .unwrap()
+            {
+                if got.len() == frame.len() && got[6..12] == lb_mac && got[12..] == frame[12..] {
+                    return Some(got[..6].try_into().unwrap());
+                }
+            }
+            None
+        };
+
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        assert!(xdp_attached("lt0"));
+        assert_eq!(
+            probe(1000),
+            None,
+            "no VIP yet: the frame must not come back"
+        );
+
+        // An operator creates a VIP with curl.
+        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
+        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+        assert_eq!(code, 201, "{body}");
+        let trace = get("/v1/trace?src=198.51.100.1&sport=1001&dst=10.100.0.1&dport=80");
+        assert_eq!(trace["agree"], true, "{trace}");
+        let chosen: std::net::IpAddr = trace["kernel"]["backend"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mac = probe(1001).expect("the frame came back rewritten");
+        assert_eq!(
+            Some(mac),
+            topo.neighbour_mac(chosen),
+            "rewritten for another backend than traced"
+        );
+        let spread: std::collections::HashSet<[u8; 6]> = (2000..2060).filter_map(probe).collect();
+        assert_eq!(spread.len(), 3, "60 flows should reach all three backends");
+        assert!(spread.iter().all(|m| backend_macs.contains(m)));
+
+        let config = get("/v1/config");
+        let table = get("/v1/vips/web/table");
+        assert_eq!(table["digest"], table["published_digest"]);
+        let dir = daemon.pin_dir();
+        let (link_id, first_prog) = link_ids(&dir);
+
+        // kill -9: the link stays, the maps keep working.
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(xdp_attached("lt0"), "kill -9 detached the program");
+        assert_eq!(probe(1001), Some(mac), "no forwarding without the daemon");
+
+        // Frames all through the restart: every one must come back.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, back) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let lt1 = ifindex("lt1");
+        let traffic = {
+            let (stop, sent, back) = (stop.clone(), sent.clone(), back.clone());
+            std::thread::spawn(move || {
+                let s = RawSocket::bind(lt1).unwrap();
+                let mut port = 30_000u16;
+                while !stop.load(Ordering::Relaxed) {
+                    let frame = Flow::tcp("198.51.100.2", port, "10.100.0.1", 80).frame(lb_mac);
+                    s.send(&frame).unwrap();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let deadline = Instant::now() + Duration::from_millis(500);
+                    while let Some(got) = s
+                        .recv(deadline.saturating_duration_since(Instant::now()))
+                        .unwrap()
+                    {
+                        if got[12..] == frame[12..] && got[6..12] == lb_mac {
+                            back.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    port = port.wrapping_add(1).max(30_000);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        traffic.join().unwrap();
+        let (sent, back) = (sent.load(Ordering::Relaxed), back.load(Ordering::Relaxed));
+        println!("frames sent while the daemon restarted: {sent}, came back rewritten: {back}");
+        assert!(sent > 50, "too few frames to say anything: {sent}");
+        assert_eq!(back, sent, "frames lost while the daemon restarted");
+
+        // Same configuration, same digest, same link: only the program is new.
+        assert_eq!(get("/v1/config"), config);
+        let again = get("/v1/vips/web/table");
+        assert_eq!(again["digest"], table["digest"]);
+        assert_eq!(again["published_digest"], table["digest"]);
+        let (same_link, second_prog) = link_ids(&dir);
+        assert_eq!(
+            same_link, link_id,
+            "the restart replaced the link (a detach)"
+        );
+        assert_ne!(
+            second_prog, first_prog,
+            "the new daemon's program is not the one running"
+        );
+        assert!(
+            daemon.logs().contains("program upgraded in place"),
+            "{}",
+            daemon.logs()
+        );
+        assert_eq!(probe(1001), Some(mac));
+
+        // SIGTERM: a clean exit, still attached.
+        let mut child = daemon.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}\n{}", daemon.logs());
+        assert!(xdp_attached("lt0"));
+
+        // lethe down: detached and unpinned.
+        let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["down", "--instance", &daemon.instance])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("detached lt0"));
+        assert!(!xdp_attached("lt0"), "still attached after lethe down");
+        assert!(!dir.exists());
+        assert_eq!(probe(1001), None);
+    });
+}
+
+fn lethe(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The CLI client drives the daemon's API: every command once, and the
+/// API's problems come through as clear errors with a failing exit code.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn cli_commands_drive_the_daemon() {
+    let instance = format!("t-cli-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let _topo = Topology::create();
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+
+        let ok = |args: &[&str], want: &str| {
+            let (success, out, err) = lethe(args);
+            assert!(success, "lethe {args:?} failed: {err}");
+            assert!(out.contains(want), "lethe {args:?}: {want:?} not in\n{out}");
+            out
+        };
+        let fails = |args: &[&str], want: &str| {
+            let (success, out, err) = lethe(args);
+            assert!(!success, "lethe {args:?} succeeded: {out}");
+            assert!(err.contains(want), "lethe {args:?}: {want:?} not in\n{err}");
+        };
+
+        ok(
+            &[
+                "vip",
+                "add",
+                "web",
+                "--address",
+                "10.100.0.1",
+                "--port",
+                "80",
+            ],
+            "added VIP web",
+        );
+        ok(
+            &["backend", "add", "web", "10.1.0.11"],
+            "added backend 10.1.0.11",
+        );
+        ok(
+            &["backend", "add", "web", "10.1.0.12", "--weight", "2"],
+            "weight 2",
+        );
+        let list = ok(&["vip", "list"], "web");
+        assert!(
+            list.contains("10.100.0.1") && list.contains("dsr"),
+            "{list}"
+        );
+        let backends = ok(&["backend", "list", "web"], "10.1.0.12");
+        assert!(
+            backends.contains("43691"),
+            "weight 2 of 3 holds 43691 slots:\n{backends}"
+        );
+        ok(
+            &["backend", "set", "web", "10.1.0.11", "--weight", "0"],
+            "updated backend 10.1.0.11",
+        );
+        assert!(ok(&["backend", "list", "web"], "10.1.0.11").contains("65537"));
+        ok(
+            &[
+                "trace",
+                "--src",
+                "192.0.2.1",
+                "--sport",
+                "999",
+                "--dst",
+                "10.100.0.1",
+                "--dport",
+                "80",
+            ],
+            "agree",
+        );
+        ok(&["stats"], "web");
+        let config = ok(&["config", "get"], "\"web\"");
+        assert!(serde_json::from_str::<Value>(&config).is_ok());
+
+        // Conflicts and invalid values come back as the API said them.
+        fails(
+            &[
+                "vip",
+                "add",
+                "web",
+                "--address",
+                "10.100.0.9",
+                "--port",
+                "81",
+            ],
+            "409",
+        );
+        fails(
+            &["backend", "set", "web", "10.1.0.11", "--weight", "70000"],
+            "422",
+        );
+        fails(
+            &["backend", "del", "nope", "10.1.0.11"],
+            "no VIP named \"nope\"",
+        );
+        fails(&["backend", "add", "web", "not-an-ip"], "invalid value");
+
+        // A whole configuration from a file, guarded by an ETag.
+        let file = daemon.state_dir.join("new.json");
+        std::fs::create_dir_all(&daemon.state_dir).unwrap();
+        std::fs::write(
+            &file,
+            json!({"vips": [{"name": "dns", "address": "10.100.0.2", "port": 53, "protocol": "udp",
+                              "backends": [{"address": "10.1.0.13"}]}]})
+            .to_string(),
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        fails(
+            &["config", "apply", f, "--if-match", "\"0000000000000000\""],
+            "412",
+        );
+        ok(&["config", "apply", f], "applied");
+        ok(&["vip", "list"], "dns");
+        ok(&["vip", "del", "dns"], "deleted VIP dns");
+        assert!(!ok(&["vip", "list"], "NAME").contains("dns"));
+
+        // With no daemon there, the error says so.
+        let (success, _, err) = lethe(&["vip", "list", "--api", "http://127.0.0.1:1"]);
+        assert!(
+            !success && err.contains("is `lethe serve` running there?"),
+            "{err}"
+        );
+    });
+}
