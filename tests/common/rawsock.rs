@@ -118,7 +118,7 @@ impl RawSocket {
                 }
                 return Err(e);
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8
+            if from.sll_pkttype == libc::PACKET_OUTGOING
                 || from.sll_ifindex as u32 != self.ifindex
             {
                 continue;
