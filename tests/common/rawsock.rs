@@ -118,8 +118,7 @@ impl RawSocket {
                 }
                 return Err(e);
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING
-                || from.sll_ifindex as u32 != self.ifindex
+            if from.sll_pkttype == libc::PACKET_OUTGOING || from.sll_ifindex as u32 != self.ifindex
             {
                 continue;
             }
