@@ -75,6 +75,7 @@ struct lethe_backend {
  * fills in the rest at its exit. Real packets carry no such metadata.
  */
 #define LETHE_TRACE_MAGIC 0x4c455448 /* "LETH" */
+#define LETHE_EVENTS_RING_BYTES (1 << 20)
 #define LETHE_NONE 0xffffffff
 
 struct lethe_trace {
@@ -92,6 +93,35 @@ struct lethe_config {
 	__u32 flags;
 	__u64 _reserved;
 };
+
+/*
+ * A decision event: one record per sampled packet in the `events` ring
+ * buffer (struct lethe_vip.event_sample_rate: 1 in N packets of the VIP).
+ * Fixed size and versioned: readers check `version` first.
+ */
+#define LETHE_EVENT_VERSION 1
+
+struct lethe_event {
+	__u64 time_ns;    /* bpf_ktime_get_boot_ns() */
+	__u8 version;     /* LETHE_EVENT_VERSION */
+	__u8 verdict;     /* XDP action */
+	__u8 reason;      /* enum lethe_reason */
+	__u8 mode;        /* enum lethe_mode */
+	__u8 family;      /* enum lethe_family */
+	__u8 proto;
+	__be16 sport;
+	__be16 dport;
+	__u16 _pad0;
+	__u32 vip_id;
+	__u32 backend_id; /* LETHE_NONE: no backend chosen */
+	__u32 ifindex;    /* ingress */
+	__u8 src[16];     /* IPv4: first 4 bytes */
+	__u8 dst[16];
+};
+
+/* event_stats indexes: events written, events lost to a full ring. */
+#define LETHE_EVENTS_SENT 0
+#define LETHE_EVENTS_DROPPED 1
 
 /* Value of the per-CPU counter arrays (per VIP, per backend, per reason). */
 struct lethe_counter {
@@ -145,6 +175,7 @@ struct lethe_abi_enums {
 	enum lethe_mode mode;
 	enum lethe_family family;
 	struct lethe_trace trace;
+	struct lethe_event event;
 };
 
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
@@ -152,6 +183,7 @@ _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
 _Static_assert(sizeof(struct lethe_counter) == 16, "lethe_counter size");
+_Static_assert(sizeof(struct lethe_event) == 64, "lethe_event size");
 _Static_assert(sizeof(struct lethe_trace) == 24, "lethe_trace size: metadata is at most 32 bytes, a multiple of 4");
 
 #endif /* LETHE_ABI_H */

@@ -83,8 +83,14 @@ static __always_inline int ipip_encap(struct xdp_md *ctx, const struct packet *p
 {
 	__u32 olen = ipip_outer_len(be->family);
 	__be16 outer_proto = bpf_htons(be->family == LETHE_AF_INET ? ETH_P_IP : ETH_P_IPV6);
+	/* 14 or 18; the explicit bound keeps the verifier's range of the
+	 * outer header pointer small enough to be checked against data_end. */
+	__u32 l3_off = p->l3_off;
 	void *data_end, *l2;
 	struct ethhdr *eth;
+
+	if (l3_off > ETH_HLEN + VLAN_HLEN)
+		return -1;
 
 	l2 = push_outer(ctx, p, olen);
 	if (!l2)
@@ -93,7 +99,7 @@ static __always_inline int ipip_encap(struct xdp_md *ctx, const struct packet *p
 	eth = l2;
 	set_macs(eth, fib);
 
-	if (p->l3_off == ETH_HLEN) {
+	if (l3_off == ETH_HLEN) {
 		eth->h_proto = outer_proto;
 	} else {
 		struct vlan_hdr *vlan = (void *)(eth + 1);
@@ -102,13 +108,13 @@ static __always_inline int ipip_encap(struct xdp_md *ctx, const struct packet *p
 	}
 
 	if (be->family == LETHE_AF_INET) {
-		struct iphdr *outer = l2 + p->l3_off;
+		struct iphdr *outer = l2 + l3_off;
 
 		if ((void *)(outer + 1) > data_end)
 			return -1;
 		write_outer_ipv4(outer, p, be, fib);
 	} else {
-		struct ipv6hdr *outer = l2 + p->l3_off;
+		struct ipv6hdr *outer = l2 + l3_off;
 
 		if ((void *)(outer + 1) > data_end)
 			return -1;

@@ -81,6 +81,9 @@ int lethe_xdp(struct xdp_md *ctx)
 	if (!vip)
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
 	p.vip_id = vip->vip_id;
+	p.mode = vip->mode;
+	if (vip->event_sample_rate)
+		p.sample = bpf_get_prandom_u32() % vip->event_sample_rate == 0;
 	count(&vip_stats, vip->vip_id, p.len);
 
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);

@@ -80,4 +80,17 @@ struct {
 	__type(value, struct lethe_counter);
 } reason_stats SEC(".maps");
 
+/* Sampled decision events (struct lethe_event), read by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, LETHE_EVENTS_RING_BYTES);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct lethe_counter);
+} event_stats SEC(".maps");
+
 #endif /* LETHE_MAPS_H */

@@ -28,10 +28,13 @@ struct packet {
 	__be16 dport;
 	__be32 src[4]; /* IPv4: src[0] */
 	__be32 dst[4];
-	/* The decision so far, for traced packets (struct lethe_trace). */
+	/* The decision so far, for traced packets (struct lethe_trace) and
+	 * decision events. */
 	__u32 vip_id;
 	__u32 backend_id;
 	__u32 hash;
+	__u8 mode;
+	__u8 sample; /* emit a decision event at the exit */
 };
 
 static __always_inline int ipv6_is_ext_header(__u8 nexthdr)

@@ -31,13 +31,46 @@ static __always_inline void trace(struct xdp_md *ctx, const struct packet *p,
 	t->hash = p->hash;
 }
 
+/* Writes a decision event; a full ring loses the event, counted, and never
+ * holds the packet up. */
+static __noinline void emit_event(struct xdp_md *ctx, const struct packet *p, int action,
+				  enum lethe_reason why)
+{
+	struct lethe_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(&event_stats, LETHE_EVENTS_DROPPED, 0);
+		return;
+	}
+	e->time_ns = bpf_ktime_get_boot_ns();
+	e->version = LETHE_EVENT_VERSION;
+	e->verdict = action;
+	e->reason = why;
+	e->mode = p->mode;
+	e->family = p->family;
+	e->proto = p->proto;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	e->_pad0 = 0;
+	e->vip_id = p->vip_id;
+	e->backend_id = p->backend_id;
+	e->ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	bpf_ringbuf_submit(e, 0);
+	count(&event_stats, LETHE_EVENTS_SENT, 0);
+}
+
 /* The single exit: counts why (bytes: the frame length on arrival), fills
- * a trace record if asked, returns what. */
+ * a trace record if asked, emits a sampled event, returns what. With
+ * sampling off, events cost this one branch. */
 static __always_inline int verdict(struct xdp_md *ctx, const struct packet *p, int action,
 				   enum lethe_reason why)
 {
 	count(&reason_stats, why, p->len);
 	trace(ctx, p, why);
+	if (p->sample)
+		emit_event(ctx, p, action, why);
 	return action;
 }
 

@@ -17,6 +17,12 @@ pub const TRACE_MAGIC: u32 = 0x4c45_5448;
 /// `LETHE_NONE`: no VIP, no backend.
 pub const NONE: u32 = u32::MAX;
 
+/// `LETHE_EVENT_VERSION`: the decision event layout readers understand.
+pub const EVENT_VERSION: u8 = 1;
+/// `event_stats` indexes.
+pub const EVENTS_SENT: u32 = 0;
+pub const EVENTS_DROPPED: u32 = 1;
+
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;
 

@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 
 use lethe::abi::{self, Mode, Reason, REASON_COUNT};
 use lethe::dataplane::types::{
-    lethe_backend, lethe_config, lethe_counter, lethe_trace, lethe_vip, lethe_vip_key,
+    lethe_backend, lethe_config, lethe_counter, lethe_event, lethe_trace, lethe_vip, lethe_vip_key,
 };
 use libbpf_rs::btf::types::Enum;
 use libbpf_rs::btf::Btf;
@@ -34,6 +34,22 @@ fn struct_layouts_match_the_c_asserts() {
     assert_eq!(offset_of!(lethe_backend, family), 18);
     assert_eq!(offset_of!(lethe_backend, flags), 19);
     assert_eq!(offset_of!(lethe_backend, vip_id), 20);
+
+    assert_eq!(size_of::<lethe_event>(), 64);
+    assert_eq!(offset_of!(lethe_event, time_ns), 0);
+    assert_eq!(offset_of!(lethe_event, version), 8);
+    assert_eq!(offset_of!(lethe_event, verdict), 9);
+    assert_eq!(offset_of!(lethe_event, reason), 10);
+    assert_eq!(offset_of!(lethe_event, mode), 11);
+    assert_eq!(offset_of!(lethe_event, family), 12);
+    assert_eq!(offset_of!(lethe_event, proto), 13);
+    assert_eq!(offset_of!(lethe_event, sport), 14);
+    assert_eq!(offset_of!(lethe_event, dport), 16);
+    assert_eq!(offset_of!(lethe_event, vip_id), 20);
+    assert_eq!(offset_of!(lethe_event, backend_id), 24);
+    assert_eq!(offset_of!(lethe_event, ifindex), 28);
+    assert_eq!(offset_of!(lethe_event, src), 32);
+    assert_eq!(offset_of!(lethe_event, dst), 48);
 
     assert_eq!(size_of::<lethe_trace>(), 24);
     assert_eq!(offset_of!(lethe_trace, magic), 0);
