@@ -356,3 +356,159 @@ pub fn trace(
     }
     Ok(())
 }
+
+/// Filters of `lethe tail` (the query of GET /v1/events).
+#[derive(Debug, Clone, Default)]
+pub struct TailFilter {
+    pub vip: Option<String>,
+    pub backend: Option<IpAddr>,
+    pub verdict: Option<String>,
+    pub kind: Option<String>,
+}
+
+impl TailFilter {
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(v) = &self.vip {
+            q.push(format!("vip={v}"));
+        }
+        if let Some(b) = &self.backend {
+            q.push(format!("backend={b}"));
+        }
+        if let Some(v) = &self.verdict {
+            q.push(format!("verdict={v}"));
+        }
+        if let Some(k) = &self.kind {
+            q.push(format!("kind={k}"));
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
+}
+
+/// One event as a line a person reads.
+pub fn format_event(v: &Value) -> String {
+    let s = |k: &str| match &v[k] {
+        Value::Null => "-".to_string(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    };
+    match v["kind"].as_str().unwrap_or("") {
+        "decision" => {
+            let dst = |a: &str, p: &str| {
+                if a.contains(':') {
+                    format!("[{a}]:{p}")
+                } else {
+                    format!("{a}:{p}")
+                }
+            };
+            format!(
+                "{} {} {} → {} ({}) ⇒ {} {} {} {}",
+                s("time"),
+                s("proto"),
+                dst(&s("src"), &s("sport")),
+                s("vip"),
+                dst(&s("dst"), &s("dport")),
+                s("backend"),
+                s("mode"),
+                if v["iface"].is_null() {
+                    format!("if{}", s("ifindex"))
+                } else {
+                    s("iface")
+                },
+                s("reason"),
+            )
+        }
+        "health" => {
+            let err = if v["error"].is_null() {
+                String::new()
+            } else {
+                format!(" ({})", s("error"))
+            };
+            format!(
+                "{} health {} {} {}{}",
+                s("time"),
+                s("vip"),
+                s("backend"),
+                s("state"),
+                err
+            )
+        }
+        "fail_open" => format!(
+            "{} fail-open {} {}",
+            s("time"),
+            s("vip"),
+            if v["failed_open"] == Value::Bool(true) {
+                "on: every backend is down, all stay in the table"
+            } else {
+                "off"
+            }
+        ),
+        "config" => format!("{} config {} (etag {})", s("time"), s("change"), s("etag")),
+        "lost" => format!(
+            "{} lost {} events: this reader fell behind",
+            s("time"),
+            s("count")
+        ),
+        other => format!("{} {other}: {v}", s("time")),
+    }
+}
+
+/// Follows the event stream, printing each event; reconnects whenever the
+/// daemon goes away, until interrupted. `max` stops after that many events.
+pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<u64>) -> Result<()> {
+    use std::io::BufRead;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(3))
+        // The daemon sends a keep-alive comment every 15 s.
+        .timeout_read(std::time::Duration::from_secs(45))
+        .build();
+    let url = format!("{}/v1/events{}", base.trim_end_matches('/'), filter.query());
+    let mut printed = 0u64;
+    let mut backoff = std::time::Duration::from_millis(200);
+    let mut connected_once = false;
+    loop {
+        match agent.get(&url).set("Accept", "text/event-stream").call() {
+            Ok(resp) => {
+                if connected_once {
+                    eprintln!("reconnected to {base}");
+                }
+                connected_once = true;
+                backoff = std::time::Duration::from_millis(200);
+                let reader = std::io::BufReader::new(resp.into_reader());
+                for line in reader.lines() {
+                    let Ok(line) = line else { break };
+                    let Some(data) = line.strip_prefix("data:") else {
+                        continue;
+                    };
+                    let data = data.trim_start();
+                    if json {
+                        println!("{data}");
+                    } else if let Ok(v) = serde_json::from_str::<Value>(data) {
+                        println!("{}", format_event(&v));
+                    }
+                    printed += 1;
+                    if max.is_some_and(|m| printed >= m) {
+                        return Ok(());
+                    }
+                }
+                eprintln!("the event stream ended; reconnecting");
+            }
+            Err(ureq::Error::Status(code, resp)) if (400..500).contains(&code) => {
+                let text = resp.into_string().unwrap_or_default();
+                bail!("GET /v1/events: {}", problem_text(code, &text));
+            }
+            Err(e) => {
+                if !connected_once {
+                    eprintln!("waiting for {base}: {e}");
+                    connected_once = true;
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(3));
+    }
+}

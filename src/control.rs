@@ -8,17 +8,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::abi::Reason;
 use crate::config::{Config, Protocol};
 use crate::dataplane::{Counter, Dataplane, DataplaneError};
 use crate::edit::{Change, EditError};
+use crate::events::{Event, EventHub};
 use crate::flow_hash::FlowKey;
+use crate::health::{BackendHealth, CheckSpec, HealthState};
 use crate::model::{self, probe, Pick};
-use crate::plan::{Plan, VipKey};
+use crate::plan::{Down, Plan, VipKey};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -55,6 +59,9 @@ pub struct ControlStats {
     pub tables_built: AtomicU64,
 }
 
+/// Health of every checked backend, by (VIP name, address).
+pub type HealthBook = HashMap<(String, IpAddr), BackendHealth>;
+
 pub struct Controller {
     dp: Arc<Dataplane>,
     store: Option<Store>,
@@ -63,6 +70,18 @@ pub struct Controller {
     /// Where `trace` probes enter: the first attached interface (0: none).
     trace_ifindex: AtomicU64,
     pub stats: ControlStats,
+    health: std::sync::Mutex<HealthBook>,
+    pub events: EventHub,
+    config_tx: watch::Sender<Arc<Config>>,
+    /// VIP names by key, for naming decision events off the async runtime.
+    names: std::sync::RwLock<HashMap<VipKey, String>>,
+}
+
+fn names_of(plan: &Plan) -> HashMap<VipKey, String> {
+    plan.vips
+        .iter()
+        .map(|v| (v.key(), v.vip.name.clone()))
+        .collect()
 }
 
 /// The ETag of a configuration: a digest of its canonical JSON.
@@ -93,6 +112,9 @@ pub struct VipStats {
 pub struct Stats {
     pub reasons: Vec<(Reason, Counter)>,
     pub vips: Vec<VipStats>,
+    /// Decision events written to the ring, and lost to a full ring.
+    pub events_sent: u64,
+    pub events_lost: u64,
 }
 
 /// The answer to "which backend does this flow get?", from both sides.
@@ -105,13 +127,23 @@ pub struct TraceReport {
 
 impl Controller {
     /// Applies `initial` (the saved configuration) to the data plane. With
-    /// pinned maps that already hold it, nothing is written.
+    /// pinned maps that already hold it, nothing is written. Checked
+    /// backends the kernel's tables leave out (down when the previous daemon
+    /// stopped) start down, so a restart does not send them traffic again.
     pub async fn start(
         dp: Arc<Dataplane>,
         store: Option<Store>,
         initial: Config,
     ) -> Result<Controller, ControlError> {
-        let plan = Arc::new(Plan::new(&initial).map_err(EditError::from)?);
+        let d = dp.clone();
+        let config = initial.clone();
+        let book = blocking(move || adopt_health(&d, &config)).await?;
+        let down = down_set(&book);
+        let plan = Arc::new(
+            Plan::default()
+                .update(&initial, &down)
+                .map_err(EditError::from)?,
+        );
         let started = Instant::now();
         let (d, p) = (dp.clone(), plan.clone());
         blocking(move || d.apply(&p))
@@ -127,6 +159,8 @@ impl Controller {
         stats
             .tables_built
             .store(plan.tables_built as u64, Ordering::Relaxed);
+        let (config_tx, _) = watch::channel(Arc::new(initial.clone()));
+        let names = std::sync::RwLock::new(names_of(&plan));
         Ok(Controller {
             dp,
             store,
@@ -138,7 +172,118 @@ impl Controller {
             ready: AtomicBool::new(false),
             trace_ifindex: AtomicU64::new(0),
             stats,
+            health: std::sync::Mutex::new(book),
+            events: EventHub::default(),
+            config_tx,
+            names,
         })
+    }
+
+    /// Publishes a decision event read from the data plane, named. Skipped
+    /// when nobody listens.
+    pub fn publish_decision(&self, raw: &crate::dataplane::events::RawEvent) {
+        if self.events.readers() == 0 {
+            return;
+        }
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let event = crate::events::decision(&self.dp, &|k| names.get(k).cloned(), raw);
+        drop(names);
+        self.events.publish(event);
+    }
+
+    /// Every configuration the controller accepts, from the current one on.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config_tx.subscribe()
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, HealthBook> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of every checked backend's health.
+    pub fn health(&self) -> HealthBook {
+        self.book().clone()
+    }
+
+    /// Drops the health of backends no longer checked.
+    pub fn forget_health(&self, keep: impl Fn(&(String, IpAddr)) -> bool) {
+        self.book().retain(|k, _| keep(k));
+    }
+
+    /// Counts one probe result; when the backend turns up or down, rebuilds
+    /// that VIP's table and swaps it in.
+    pub async fn report_health(&self, spec: &CheckSpec, result: Result<(), String>) {
+        let key = (spec.vip.clone(), spec.backend);
+        let (transition, error) = {
+            let mut book = self.book();
+            let h = book.entry(key).or_insert_with(BackendHealth::up);
+            let t = h.record(&result, spec.timing.rise, spec.timing.fall);
+            (t, h.last_error.clone())
+        };
+        let Some(state) = transition else { return };
+        match state {
+            HealthState::Down => {
+                tracing::warn!(vip = %spec.vip, backend = %spec.backend, error = ?error, "backend down")
+            }
+            HealthState::Up => {
+                tracing::info!(vip = %spec.vip, backend = %spec.backend, "backend up")
+            }
+        }
+        self.events.publish(Event::Health {
+            time: crate::events::now(),
+            vip: spec.vip.clone(),
+            backend: spec.backend,
+            state: match state {
+                HealthState::Up => "up",
+                HealthState::Down => "down",
+            }
+            .to_string(),
+            error: (state == HealthState::Down).then_some(error).flatten(),
+        });
+        self.resync().await;
+    }
+
+    /// Rebuilds the plan from the current configuration and health, and
+    /// applies it.
+    async fn resync(&self) {
+        let mut current = self.current.lock().await;
+        let down = down_set(&self.book());
+        let plan = match current.plan.update(&current.config, &down) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "rebuilding tables after a health change");
+                return;
+            }
+        };
+        let (dp, p) = (self.dp.clone(), plan.clone());
+        match blocking(move || dp.apply(&p)).await {
+            Ok(Ok(())) => {
+                self.announce_fail_open(&current.plan, &plan);
+                current.plan = plan;
+            }
+            Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "applying a health change"),
+            Err(e) => tracing::error!(error = %e, "applying a health change"),
+        }
+    }
+
+    fn announce_fail_open(&self, before: &Plan, after: &Plan) {
+        for v in &after.vips {
+            let was = before
+                .vip_by_name(&v.vip.name)
+                .is_some_and(|b| b.failed_open);
+            if v.failed_open != was {
+                if v.failed_open {
+                    tracing::warn!(vip = %v.vip.name, "every backend is down: failing open (all stay in the table)");
+                } else {
+                    tracing::info!(vip = %v.vip.name, "no longer failing open");
+                }
+                self.events.publish(Event::FailOpen {
+                    time: crate::events::now(),
+                    vip: v.vip.name.clone(),
+                    failed_open: v.failed_open,
+                });
+            }
+        }
     }
 
     pub fn dataplane(&self) -> &Arc<Dataplane> {
@@ -200,7 +345,8 @@ impl Controller {
         if next == current.config {
             return Ok(current.clone());
         }
-        let plan = Arc::new(current.plan.update(&next).map_err(EditError::from)?);
+        let down = down_set(&self.book());
+        let plan = Arc::new(current.plan.update(&next, &down).map_err(EditError::from)?);
 
         let started = Instant::now();
         let (dp, new_plan) = (self.dp.clone(), plan.clone());
@@ -238,6 +384,14 @@ impl Controller {
             etag = %current.etag,
             "change applied"
         );
+        self.events.publish(Event::Config {
+            time: crate::events::now(),
+            change: change.describe(),
+            etag: current.etag.clone(),
+        });
+        self.config_tx
+            .send_replace(Arc::new(current.config.clone()));
+        *self.names.write().unwrap_or_else(|p| p.into_inner()) = names_of(&current.plan);
         Ok(current.clone())
     }
 
@@ -276,7 +430,13 @@ impl Controller {
                     backends,
                 });
             }
-            Ok(Stats { reasons, vips })
+            let (events_sent, events_lost) = dp.event_counters()?;
+            Ok(Stats {
+                reasons,
+                vips,
+                events_sent,
+                events_lost,
+            })
         })
         .await?
         .map_err(ControlError::Dataplane)
@@ -308,6 +468,43 @@ impl Controller {
             .map_err(ControlError::Dataplane)?;
         Ok(table.map(|t| crate::maglev::digest(t.into_iter())))
     }
+}
+
+/// The backends out of their tables for health.
+fn down_set(book: &HealthBook) -> Down {
+    book.iter()
+        .filter(|(_, h)| h.state == HealthState::Down)
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Health as the kernel's tables left it: a checked backend of non-zero
+/// weight that holds no slot was down when the previous daemon stopped.
+fn adopt_health(dp: &Dataplane, config: &Config) -> HealthBook {
+    let mut book = HealthBook::new();
+    for v in &config.vips {
+        if v.health_check.timing().is_none() {
+            continue;
+        }
+        let key = VipKey {
+            address: v.address,
+            port: v.port,
+            protocol: v.protocol,
+        };
+        let Ok(Some(table)) = dp.published_table(&key) else {
+            continue;
+        };
+        let present: std::collections::HashSet<IpAddr> = table.into_iter().collect();
+        for b in v.backends.iter().filter(|b| b.weight > 0) {
+            if !present.contains(&b.address) {
+                book.insert(
+                    (v.name.clone(), b.address),
+                    BackendHealth::down("down before the daemon restarted"),
+                );
+            }
+        }
+    }
+    book
 }
 
 fn ms(d: Duration) -> f64 {

@@ -133,6 +133,29 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Follow the running daemon's events: sampled decisions (set a VIP's
+    /// event_sample_rate), health transitions, changes. Reconnects when the
+    /// daemon restarts.
+    Tail {
+        #[arg(long)]
+        vip: Option<String>,
+        #[arg(long)]
+        backend: Option<IpAddr>,
+        /// tx, redirect, pass, drop
+        #[arg(long)]
+        verdict: Option<String>,
+        /// decision, health, fail_open, config
+        #[arg(long)]
+        kind: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Validate a configuration file and show each VIP's table shares.
     Plan { config: PathBuf },
     /// Forward in the foreground from a configuration file, without the API
@@ -527,6 +550,25 @@ fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Stats { json, api } => cli::stats(&api.client(), json),
+        Command::Tail {
+            vip,
+            backend,
+            verdict,
+            kind,
+            json,
+            count,
+            api,
+        } => cli::tail(
+            &api.api,
+            &cli::TailFilter {
+                vip,
+                backend,
+                verdict,
+                kind,
+            },
+            json,
+            count,
+        ),
         Command::Trace {
             src,
             sport,

@@ -2,6 +2,7 @@
 //! plane holds and what the reference model reads. A pure function of the
 //! configuration, so every node derives the same plan.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +25,25 @@ pub struct PlannedVip {
     /// Shared with the previous plan when this VIP's table inputs did not
     /// change (see `Plan::update`).
     pub table: Arc<MaglevTable>,
+    /// Backends of non-zero weight left out because their health check
+    /// says they are down.
+    pub down: Vec<IpAddr>,
+    /// Every backend of non-zero weight is down, so all are in the table:
+    /// better a chance than certain loss.
+    pub failed_open: bool,
 }
 
+/// Backends whose health checks say they are down, by (VIP name, address).
+pub type Down = BTreeSet<(String, IpAddr)>;
+
 impl PlannedVip {
+    fn down_set(&self) -> Down {
+        self.down
+            .iter()
+            .map(|a| (self.vip.name.clone(), *a))
+            .collect()
+    }
+
     pub fn key(&self) -> VipKey {
         VipKey {
             address: self.vip.address,
@@ -59,8 +76,11 @@ pub struct Plan {
     pub tables_built: usize,
 }
 
-/// What a table is a function of: size and (address, weight) pairs in order.
-fn table_inputs(v: &Vip) -> (u32, Vec<WeightedBackend>) {
+/// What a table is a function of: size, (address, weight) pairs in address
+/// order, and which of them are down.
+type TableInputs = (u32, Vec<WeightedBackend>, Vec<IpAddr>);
+
+fn table_inputs(v: &Vip, down: &Down) -> TableInputs {
     let mut weighted: Vec<WeightedBackend> = v
         .backends
         .iter()
@@ -70,19 +90,69 @@ fn table_inputs(v: &Vip) -> (u32, Vec<WeightedBackend>) {
         })
         .collect();
     weighted.sort_by_key(|b| b.address);
-    (v.table_size, weighted)
+    let down: Vec<IpAddr> = weighted
+        .iter()
+        .filter(|b| b.weight > 0 && down.contains(&(v.name.clone(), b.address)))
+        .map(|b| b.address)
+        .collect();
+    (v.table_size, weighted, down)
+}
+
+/// The table for `inputs`, and whether it failed open.
+///
+/// Health never reshuffles healthy backends' flows: the base table is built
+/// from the configured weights; each slot of a down backend is then given
+/// to the backend a table of the healthy ones alone names for that slot.
+/// Healthy backends keep every slot they had, the down backend's slots
+/// spread over them by weight, and when it comes back it gets exactly its
+/// slots back.
+fn build_table(inputs: &TableInputs) -> Result<(MaglevTable, bool), maglev::MaglevError> {
+    let (size, weighted, down) = inputs;
+    let base = maglev::build(weighted, *size)?;
+    if down.is_empty() {
+        return Ok((base, false));
+    }
+    let healthy: Vec<WeightedBackend> = weighted
+        .iter()
+        .filter(|b| !down.contains(&b.address))
+        .copied()
+        .collect();
+    if healthy.iter().all(|b| b.weight == 0) {
+        return Ok((base, true));
+    }
+    let fallback = maglev::build(&healthy, *size)?;
+    let index: std::collections::HashMap<IpAddr, u32> = fallback
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (*a, i as u32))
+        .collect();
+    let slots = base
+        .slots
+        .iter()
+        .zip(&fallback.slots)
+        .map(|(&b, &f)| index.get(&base.backends[b as usize]).copied().unwrap_or(f))
+        .collect();
+    Ok((
+        MaglevTable {
+            backends: fallback.backends,
+            slots,
+        },
+        false,
+    ))
 }
 
 impl Plan {
-    /// Validates `config` and builds every VIP's table.
+    /// Validates `config` and builds every VIP's table, all backends up.
     pub fn new(config: &Config) -> Result<Plan, ConfigError> {
-        Plan::default().update(config)
+        Plan::default().update(config, &Down::new())
     }
 
-    /// The plan for `config`, reusing this plan's tables for VIPs whose
-    /// table inputs (size, backends, weights) are unchanged: a change to one
-    /// VIP rebuilds one table.
-    pub fn update(&self, config: &Config) -> Result<Plan, ConfigError> {
+    /// The plan for `config` with the backends in `down` out of their
+    /// tables, reusing this plan's tables for VIPs whose table inputs (size,
+    /// backends, weights, down set) are unchanged: a change to one VIP
+    /// rebuilds one table.
+    pub fn update(&self, config: &Config, down: &Down) -> Result<Plan, ConfigError> {
         config.validate()?;
         let started = Instant::now();
         let mut built = 0;
@@ -90,27 +160,29 @@ impl Plan {
             .vips
             .iter()
             .map(|v| {
-                let inputs = table_inputs(v);
+                let inputs = table_inputs(v, down);
                 let reuse = self
                     .vips
                     .iter()
-                    .find(|p| p.vip.name == v.name && table_inputs(&p.vip) == inputs)
-                    .map(|p| p.table.clone());
-                let table = match reuse {
+                    .find(|p| p.vip.name == v.name && table_inputs(&p.vip, &p.down_set()) == inputs)
+                    .map(|p| (p.table.clone(), p.failed_open));
+                let (table, failed_open) = match reuse {
                     Some(t) => t,
                     None => {
                         built += 1;
-                        Arc::new(maglev::build(&inputs.1, v.table_size).map_err(|problem| {
-                            ConfigError::Table {
+                        let (t, failed_open) =
+                            build_table(&inputs).map_err(|problem| ConfigError::Table {
                                 vip: v.name.clone(),
                                 problem,
-                            }
-                        })?)
+                            })?;
+                        (Arc::new(t), failed_open)
                     }
                 };
                 Ok(PlannedVip {
                     vip: v.clone(),
                     table,
+                    down: inputs.2,
+                    failed_open,
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -156,14 +228,14 @@ mod tests {
         assert_eq!(first.tables_built, 2);
         c.vips[0].sticky = true;
         c.vips[1].event_sample_rate = 100;
-        let second = first.update(&c).unwrap();
+        let second = first.update(&c, &Down::new()).unwrap();
         assert_eq!(
             second.tables_built, 0,
             "sticky and sampling change no table"
         );
         assert!(Arc::ptr_eq(&first.vips[0].table, &second.vips[0].table));
         c.vips[0].backends[0].weight = 3;
-        let third = second.update(&c).unwrap();
+        let third = second.update(&c, &Down::new()).unwrap();
         assert_eq!(third.tables_built, 1);
         assert!(!Arc::ptr_eq(&second.vips[0].table, &third.vips[0].table));
         assert!(Arc::ptr_eq(&second.vips[1].table, &third.vips[1].table));
@@ -175,5 +247,73 @@ mod tests {
                 ..Plan::new(&c).unwrap()
             }
         );
+    }
+
+    fn three() -> Config {
+        serde_json::from_str(
+            r#"{"vips": [{"name": "web", "address": "10.0.0.1", "port": 80, "protocol": "tcp", "table_size": 7919,
+                "backends": [{"address": "10.1.0.1"}, {"address": "10.1.0.2", "weight": 2},
+                             {"address": "10.1.0.3"}, {"address": "10.1.0.4", "weight": 0}]}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn down(list: &[&str]) -> Down {
+        list.iter()
+            .map(|a| ("web".to_string(), a.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_down_backend_moves_only_its_own_flows_and_comes_back_to_them() {
+        let c = three();
+        let up = Plan::new(&c).unwrap();
+        let one_down = up.update(&c, &down(&["10.1.0.2"])).unwrap();
+        let (a, b) = (&up.vips[0].table, &one_down.vips[0].table);
+        let gone: IpAddr = "10.1.0.2".parse().unwrap();
+        assert_eq!(one_down.vips[0].down, vec![gone]);
+        assert!(!one_down.vips[0].failed_open);
+        for s in 0..a.size() {
+            let before = a.backend_at(s).unwrap();
+            let after = b.backend_at(s).unwrap();
+            assert_ne!(after, gone);
+            if before != gone {
+                assert_eq!(before, after, "slot {s} of a healthy backend moved");
+            }
+        }
+        // The down backend's slots spread over the others by weight (1:1).
+        let counts = b.slot_counts();
+        let (x, y) = (f64::from(counts[0]), f64::from(counts[1]));
+        assert!((x / y - 1.0).abs() < 0.05, "{counts:?}");
+        // Back up: exactly the original table.
+        let again = one_down.update(&c, &Down::new()).unwrap();
+        assert_eq!(again.vips[0].table, up.vips[0].table);
+    }
+
+    #[test]
+    fn all_down_fails_open_and_drained_backends_do_not_count() {
+        let c = three();
+        let all = down(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+        let p = Plan::new(&c).unwrap().update(&c, &all).unwrap();
+        assert!(p.vips[0].failed_open);
+        assert_eq!(p.vips[0].table, Plan::new(&c).unwrap().vips[0].table);
+        // Down but drained (weight 0) is not "down" for the table.
+        let p = Plan::new(&c)
+            .unwrap()
+            .update(&c, &down(&["10.1.0.4"]))
+            .unwrap();
+        assert!(p.vips[0].down.is_empty());
+        assert_eq!(p.tables_built, 1);
+    }
+
+    #[test]
+    fn health_changes_are_in_the_table_inputs() {
+        let c = three();
+        let p = Plan::new(&c).unwrap();
+        let d = p.update(&c, &down(&["10.1.0.1"])).unwrap();
+        assert_eq!(d.tables_built, 1);
+        let same = d.update(&c, &down(&["10.1.0.1"])).unwrap();
+        assert_eq!(same.tables_built, 0);
+        assert!(Arc::ptr_eq(&d.vips[0].table, &same.vips[0].table));
     }
 }

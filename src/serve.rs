@@ -13,10 +13,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::api::{self, ApiState};
 use crate::control::Controller;
 use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
 use crate::store::Store;
+use crate::{events, health};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -128,9 +131,19 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     control.set_ready(true);
 
     let cancel = CancellationToken::new();
+    let checks = tokio::spawn(health::supervise(control.clone(), cancel.clone()));
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let control = control.clone();
+        events::spawn_decision_reader(dp.clone(), stop_reader.clone(), move |raw| {
+            control.publish_decision(raw)
+        })
+        .context("starting the decision event reader")?
+    };
     let app = api::router(ApiState {
         control: control.clone(),
         token: opts.token.as_deref().map(Arc::from),
+        shutdown: cancel.clone(),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -140,6 +153,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal(cancel.clone()))
         .await
         .context("serving the API")?;
+    cancel.cancel();
+    stop_reader.store(true, Ordering::Relaxed);
+    let _ = checks.await;
+    let _ = reader.join();
     drop(links);
     tracing::info!("stopped; the program stays attached (`lethe down` detaches)");
     Ok(())

@@ -46,6 +46,7 @@ async fn app(token: Option<&str>) -> App {
     let router = router(ApiState {
         control: control.clone(),
         token: token.map(Arc::from),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     });
     App {
         router,

@@ -466,3 +466,251 @@ fn cli_commands_drive_the_daemon() {
         );
     });
 }
+
+/// A TCP connection whose receive buffer is tiny (set before the handshake,
+/// so the advertised window stays small): a reader that stalls for real
+/// instead of being absorbed by megabytes of loopback buffers.
+fn small_buffer_connect(addr: std::net::SocketAddrV4) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a new fd, checked; the fd is handed to
+    // TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 2048;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(addr.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Decision events from real frames reach `lethe tail` and filtered SSE
+/// readers; a reader that stops reading loses events (told when it reads
+/// again, and counted) while the others get every one; `lethe tail`
+/// reconnects when the daemon restarts.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let instance = format!("t-events-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let pass = PassProgram::load().unwrap();
+        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
+        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
+        let lb_mac = topo.iface_mac("lt0");
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp",
+                         "event_sample_rate": 1,
+                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
+        assert_eq!(
+            curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip)).0,
+            201
+        );
+        let send = |from: u16, n: u16, pace: bool| {
+            for i in 0..n {
+                sock.send(&Flow::tcp("198.51.100.5", from + i, "10.100.0.1", 80).frame(lb_mac))
+                    .unwrap();
+                // About 2,500 events a second: what a live reader keeps up
+                // with on two cores shared with everything else here.
+                if pace && i % 50 == 49 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+
+        // lethe tail, a filtered SSE reader, and one that never reads.
+        let tail = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["tail", "--vip", "web", "--count", "40"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut sse = Command::new("curl")
+            .args([
+                "-sN",
+                "--max-time",
+                "60",
+                &format!("{API}/v1/events?kind=decision&verdict=tx&vip=web"),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stalled = small_buffer_connect("127.0.0.1:9180".parse().unwrap());
+        stalled
+            .write_all(b"GET /v1/events HTTP/1.1\r\nHost: lethe\r\n\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while get("/v1/stats")["events"]["readers"].as_u64().unwrap() < 3 {
+            assert!(Instant::now() < deadline, "readers did not connect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        send(1000, 40, false);
+        let out = tail.wait_with_output().unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(lines.len(), 40, "{lines:?}");
+        for l in &lines {
+            assert!(
+                l.contains("tcp 198.51.100.5:") && l.contains("→ web (10.100.0.1:80) ⇒ 10.1.0.1"),
+                "{l}"
+            );
+            assert!(l.ends_with("dsr lt0 fwd_tx"), "{l}");
+        }
+
+        // A burst larger than the channel (4096 events) plus what socket
+        // buffers absorb (the server's send buffer grows to 4 MiB): the
+        // stalled reader falls behind; a live reader, read as it comes,
+        // gets every event.
+        let burst = 24_000u16;
+        let expected = 40 + u32::from(burst);
+        let live = {
+            let stdout = sse.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let (mut decisions, mut lost) = (0u32, Vec::new());
+                let mut line = String::new();
+                while decisions < expected {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    if let Some(data) = line.strip_prefix("data:") {
+                        let v: Value = serde_json::from_str(data.trim()).unwrap();
+                        match v["kind"].as_str() {
+                            Some("decision") if v["verdict"] == "tx" => decisions += 1,
+                            _ => lost.push(v),
+                        }
+                    }
+                }
+                (decisions, lost)
+            })
+        };
+        send(10_000, burst, true);
+        let (decisions, other) = live.join().unwrap();
+        assert_eq!(
+            decisions, expected,
+            "the live reader missed events: {other:?}"
+        );
+        assert!(other.is_empty(), "{other:?}");
+        let _ = sse.kill();
+        let _ = sse.wait();
+
+        // The stalled reader, reading at last, is told what it lost.
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 65536];
+        while !seen.contains("event: lost") {
+            let n = stalled.read(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "the stalled reader got no lost notice ({e}); stats {}; it last read: {}",
+                    get("/v1/stats")["events"],
+                    &seen[seen.len().saturating_sub(600)..]
+                )
+            });
+            assert!(n > 0, "stream closed before a lost notice");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.len() > 4 << 20 {
+                seen.drain(..seen.len() - 4096);
+            }
+        }
+        let stats = get("/v1/stats");
+        assert!(
+            stats["events"]["lost_by_slow_readers"].as_u64().unwrap() > 0,
+            "{stats}"
+        );
+        assert_eq!(stats["events"]["decisions_lost_ring_full"], 0);
+        drop(stalled);
+
+        // lethe tail follows the daemon across a restart.
+        let mut tail = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["tail", "--kind", "config", "--count", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            curl(
+                &["-X", "PATCH", &format!("{API}/v1/vips/web")],
+                Some(&json!({"event_sample_rate": 0}))
+            )
+            .0,
+            200
+        );
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Until tail is back on the new daemon, changes are not seen:
+            // keep changing the sample rate until tail prints its second line.
+            let rate = json!({"event_sample_rate": 2});
+            curl(&["-X", "PATCH", &format!("{API}/v1/vips/web")], Some(&rate));
+            curl(
+                &["-X", "PATCH", &format!("{API}/v1/vips/web")],
+                Some(&json!({"event_sample_rate": 0})),
+            );
+            if tail.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lethe tail did not come back");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = tail.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.lines().all(|l| l.contains(" config vip patch web ")),
+            "{text}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("reconnected"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}

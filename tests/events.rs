@@ -29,7 +29,9 @@ fn collect(dp: &Dataplane, f: impl FnOnce()) -> Vec<RawEvent> {
     let ring = dp.event_ring().unwrap();
     let reader = {
         let (stop, got) = (stop.clone(), got.clone());
-        std::thread::spawn(move || read_events(ring, &stop, |e| got.lock().unwrap().push(e)).unwrap())
+        std::thread::spawn(move || {
+            read_events(ring, &stop, |e| got.lock().unwrap().push(e)).unwrap()
+        })
     };
     f();
     std::thread::sleep(Duration::from_millis(300));
@@ -60,11 +62,11 @@ fn sampled_decisions_arrive_with_the_models_fields() {
         let flows: Vec<Flow> = (0..200u16)
             .flat_map(|i| {
                 [
-                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.1", 80),        // web4, dsr
-                    Flow::udp("198.51.100.1", 1000 + i, "10.100.0.1", 53),        // dns4, 4in6
-                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.6", 80),        // unreach4: dropped
-                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.2", 80),        // any4: not sampled
-                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.1", 81),        // not a VIP
+                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.1", 80), // web4, dsr
+                    Flow::udp("198.51.100.1", 1000 + i, "10.100.0.1", 53), // dns4, 4in6
+                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.6", 80), // unreach4: dropped
+                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.2", 80), // any4: not sampled
+                    Flow::tcp("198.51.100.1", 1000 + i, "10.100.0.1", 81), // not a VIP
                 ]
             })
             .collect();
@@ -73,31 +75,51 @@ fn sampled_decisions_arrive_with_the_models_fields() {
                 dp.test_run(&f.frame(mac), lt0).unwrap();
             }
         });
-        assert_eq!(events.len(), 600, "one event per packet of the three rate-1 VIPs");
+        assert_eq!(
+            events.len(),
+            600,
+            "one event per packet of the three rate-1 VIPs"
+        );
         let (sent, lost) = dp.event_counters().unwrap();
         assert_eq!((sent, lost), (600, 0));
-        for (e, f) in events.iter().zip(flows.iter().filter(|f| f.dst.to_string() != "10.100.0.2" && f.dport != 81)) {
+        for (e, f) in events.iter().zip(
+            flows
+                .iter()
+                .filter(|f| f.dst.to_string() != "10.100.0.2" && f.dport != 81),
+        ) {
             let want = model::process(&plan, &topo as &dyn Network, lt0, &f.frame(mac));
             let (vip, backend) = dp.resolve(e.vip_id, e.backend_id);
             assert_eq!(vip, want.vip.map(|i| plan.vips[i].key()));
             assert_eq!(backend, want.backend);
             assert_eq!((e.action, e.reason), (Some(want.action), Some(want.reason)));
-            assert_eq!((e.src, e.dst, e.sport, e.dport), (f.src, f.dst, f.sport, f.dport));
+            assert_eq!(
+                (e.src, e.dst, e.sport, e.dport),
+                (f.src, f.dst, f.sport, f.dport)
+            );
             assert_eq!(e.proto, if f.udp { 17 } else { 6 });
             assert_eq!(e.mode, Some(plan.vips[want.vip.unwrap()].mode()));
             assert_eq!(e.ifindex, lt0);
             assert!(e.time_boot_ns > 0);
         }
-        assert!(events.windows(2).all(|w| w[0].time_boot_ns <= w[1].time_boot_ns));
+        assert!(events
+            .windows(2)
+            .all(|w| w[0].time_boot_ns <= w[1].time_boot_ns));
 
         // 1 in 4, on web6: 4000 packets give about 1000 events.
         let events = collect(&dp, || {
             for i in 0..4000u16 {
                 let f = Flow::tcp("2001:db8::9", i, "fd00:100::1", 80);
-                assert_eq!(dp.test_run(&f.frame(mac), lt0).unwrap().action, Some(Action::Tx));
+                assert_eq!(
+                    dp.test_run(&f.frame(mac), lt0).unwrap().action,
+                    Some(Action::Tx)
+                );
             }
         });
-        assert!((850..=1150).contains(&events.len()), "1 in 4 of 4000 gave {}", events.len());
+        assert!(
+            (850..=1150).contains(&events.len()),
+            "1 in 4 of 4000 gave {}",
+            events.len()
+        );
     });
 }
 

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::{ApiError, ApiState};
-use crate::control::Stats;
+use crate::control::{Snapshot, Stats};
 
 /// Label values escape backslash, quote and newline.
 fn label(v: &str) -> String {
@@ -22,7 +22,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub fn render(stats: &Stats, state: &ApiState) -> String {
+pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -117,6 +117,93 @@ pub fn render(stats: &Stats, state: &ApiState) -> String {
             );
         }
     }
+    let health = state.control.health();
+    family(
+        &mut out,
+        "lethe_backend_up",
+        "gauge",
+        "1 if a checked backend is up, 0 if down (unchecked backends are absent).",
+    );
+    family(
+        &mut out,
+        "lethe_backend_checks_total",
+        "counter",
+        "Health checks of a backend, by result.",
+    );
+    let mut checks = String::new();
+    for ((vip, addr), h) in &health {
+        let up = u8::from(h.state == crate::health::HealthState::Up);
+        let _ = writeln!(
+            out,
+            "lethe_backend_up{{vip=\"{}\",backend=\"{addr}\"}} {up}",
+            label(vip)
+        );
+        let _ = writeln!(
+            checks,
+            "lethe_backend_checks_total{{vip=\"{}\",backend=\"{addr}\",result=\"ok\"}} {}",
+            label(vip),
+            h.checks_ok
+        );
+        let _ = writeln!(
+            checks,
+            "lethe_backend_checks_total{{vip=\"{}\",backend=\"{addr}\",result=\"failed\"}} {}",
+            label(vip),
+            h.checks_failed
+        );
+    }
+    out.push_str(&checks);
+    family(
+        &mut out,
+        "lethe_vip_failed_open",
+        "gauge",
+        "1 while every backend of the VIP is down and all stay in the table.",
+    );
+    for v in &snap.plan.vips {
+        let _ = writeln!(
+            out,
+            "lethe_vip_failed_open{{vip=\"{}\"}} {}",
+            label(&v.vip.name),
+            u8::from(v.failed_open)
+        );
+    }
+    family(
+        &mut out,
+        "lethe_decision_events_total",
+        "counter",
+        "Sampled decision events, written or lost to a full ring.",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_decision_events_total{{result=\"sent\"}} {}",
+        stats.events_sent
+    );
+    let _ = writeln!(
+        out,
+        "lethe_decision_events_total{{result=\"ring_full\"}} {}",
+        stats.events_lost
+    );
+    family(
+        &mut out,
+        "lethe_events_lost_by_readers_total",
+        "counter",
+        "Events stream readers lost by falling behind.",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_events_lost_by_readers_total {}",
+        state.control.events.lost.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "lethe_event_readers",
+        "gauge",
+        "Connected event stream readers.",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_event_readers {}",
+        state.control.events.readers()
+    );
     let cs = &state.control.stats;
     family(
         &mut out,
@@ -183,11 +270,12 @@ pub fn render(stats: &Stats, state: &ApiState) -> String {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let stats = s.control.stats().await?;
+    let snap = s.control.snapshot().await;
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&stats, &s),
+        render(&stats, &s, &snap),
     ))
 }

@@ -7,16 +7,22 @@ mod error;
 mod metrics;
 mod views;
 
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, OpenApi};
 
 pub use error::{ApiError, ApiJson, ApiQuery, Problem};
@@ -25,6 +31,7 @@ pub use views::*;
 use crate::config::{Backend, Config, Protocol, Vip};
 use crate::control::{self, Controller, Snapshot};
 use crate::edit::{BackendPatch, Change, VipPatch};
+use crate::events::Event;
 
 /// Largest request body: a configuration of the maps' full size fits.
 pub const BODY_LIMIT: usize = 4 << 20;
@@ -34,6 +41,9 @@ pub struct ApiState {
     pub control: Arc<Controller>,
     /// With a token, every mutation needs `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// Cancelled when the daemon stops: ends event streams, so a graceful
+    /// shutdown does not wait for readers that never leave.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -55,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/vips/{name}/table", get(get_table))
         .route("/v1/trace", get(trace))
         .route("/v1/stats", get(stats))
+        .route("/v1/events", get(events))
         .route("/metrics", get(metrics::metrics))
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -240,7 +251,7 @@ async fn list_backends(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let snap = s.control.snapshot().await;
-    let views = backend_views(&snap, &name)?;
+    let views = backend_views(&snap, &s.control.health(), &name)?;
     Ok(with_etag(&snap, StatusCode::OK, axum::Json(views)))
 }
 
@@ -254,7 +265,7 @@ async fn add_backend(
 ) -> Result<Response, ApiError> {
     let address = backend.address;
     let snap = change(&s, &headers, Change::AddBackend(name.clone(), backend)).await?;
-    let view = backend_view(&snap, &name, address)?;
+    let view = backend_view(&snap, &s.control.health(), &name, address)?;
     let mut resp = with_etag(&snap, StatusCode::CREATED, axum::Json(view));
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/vips/{name}/backends/{address}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -271,7 +282,7 @@ async fn get_backend(
 ) -> Result<Response, ApiError> {
     let address = parse_address(&address)?;
     let snap = s.control.snapshot().await;
-    let view = backend_view(&snap, &name, address)?;
+    let view = backend_view(&snap, &s.control.health(), &name, address)?;
     Ok(with_etag(&snap, StatusCode::OK, axum::Json(view)))
 }
 
@@ -291,7 +302,7 @@ async fn patch_backend(
         Change::PatchBackend(name.clone(), address, patch),
     )
     .await?;
-    let view = backend_view(&snap, &name, address)?;
+    let view = backend_view(&snap, &s.control.health(), &name, address)?;
     Ok(with_etag(&snap, StatusCode::OK, axum::Json(view)))
 }
 
@@ -368,7 +379,95 @@ async fn trace(
 #[utoipa::path(get, path = "/v1/stats", tag = "stats", responses((status = 200, body = StatsView)))]
 async fn stats(State(s): State<ApiState>) -> Result<axum::Json<StatsView>, ApiError> {
     let stats = s.control.stats().await?;
-    Ok(axum::Json(stats_view(&stats, &s.control)))
+    let snap = s.control.snapshot().await;
+    Ok(axum::Json(stats_view(&stats, &s.control, &snap)))
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only events of this VIP.
+    pub vip: Option<String>,
+    /// Only events of this backend.
+    #[param(value_type = Option<String>)]
+    pub backend: Option<IpAddr>,
+    /// Only decisions with this verdict: tx, redirect, pass, drop, aborted.
+    pub verdict: Option<String>,
+    /// Only events of this kind: decision, health, fail_open, config.
+    pub kind: Option<String>,
+}
+
+impl EventQuery {
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(k) = &self.kind {
+            if !["decision", "health", "fail_open", "config"].contains(&k.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid-query",
+                    format!("kind {k:?}: use decision, health, fail_open or config"),
+                ));
+            }
+        }
+        if let Some(v) = &self.verdict {
+            if !["tx", "redirect", "pass", "drop", "aborted"].contains(&v.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid-query",
+                    format!("verdict {v:?}: use tx, redirect, pass, drop or aborted"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `e` passes the filters. `lost` notices always do.
+    pub fn wants(&self, e: &Event) -> bool {
+        if matches!(e, Event::Lost { .. }) {
+            return true;
+        }
+        self.kind.as_deref().is_none_or(|k| k == e.kind())
+            && self.vip.as_deref().is_none_or(|v| e.vip() == Some(v))
+            && self.backend.is_none_or(|b| e.backend() == Some(b))
+            && self
+                .verdict
+                .as_deref()
+                .is_none_or(|v| e.verdict() == Some(v))
+    }
+}
+
+/// The event stream (Server-Sent Events): sampled decisions (see a VIP's
+/// event_sample_rate), health transitions, fail-open changes and accepted
+/// configuration changes. A reader that falls behind gets a `lost` event
+/// saying how many it missed; it never slows other readers.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, description = "text/event-stream of Event", content_type = "text/event-stream", body = Event),
+              (status = 400, body = Problem)))]
+async fn events(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    q.check()?;
+    let control = s.control.clone();
+    let stream = BroadcastStream::new(s.control.events.subscribe()).filter_map(move |item| {
+        let event = match item {
+            Ok(e) if q.wants(&e) => e.clone(),
+            Ok(_) => return None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                control
+                    .events
+                    .lost
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Arc::new(Event::Lost {
+                    time: crate::events::now(),
+                    count: n,
+                })
+            }
+        };
+        Some(Ok(SseEvent::default()
+            .event(event.kind())
+            .json_data(&*event)
+            .unwrap_or_default()))
+    });
+    let stream = futures_util::StreamExt::take_until(stream, s.shutdown.cancelled_owned());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[utoipa::path(get, path = "/live", tag = "health", responses((status = 200, description = "The daemon runs")))]

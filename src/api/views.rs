@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::config::HealthCheck;
-use crate::control::{agrees, Controller, Snapshot, Stats, TraceReport};
+use crate::control::{agrees, Controller, HealthBook, Snapshot, Stats, TraceReport};
+use crate::events::format_time;
+use crate::health::HealthState;
 use crate::plan::PlannedVip;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -19,43 +21,71 @@ pub struct BackendView {
     /// The destination port (the VIP's unless set).
     pub port: u16,
     pub weight: u32,
-    /// `unchecked` (no health check), later `up` / `down`.
+    /// `up`, `down`, or `unchecked` (the VIP has no health check).
     pub health: String,
-    /// Slots of the VIP's table this backend holds (0: out of the table).
+    /// When the health state last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_since: Option<String>,
+    /// The last failed check's error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+    /// Slots of the VIP's table this backend holds (0: out of the table:
+    /// weight 0, or down).
     pub slots: u32,
 }
 
-pub fn backend_views(snap: &Snapshot, vip: &str) -> Result<Vec<BackendView>, ApiError> {
+pub fn backend_views(
+    snap: &Snapshot,
+    health: &HealthBook,
+    vip: &str,
+) -> Result<Vec<BackendView>, ApiError> {
     let planned = snap
         .plan
         .vip_by_name(vip)
         .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip:?}")))?;
     let counts = planned.table.slot_counts();
-    let health = match planned.vip.health_check {
-        HealthCheck::None => "unchecked",
-        _ => "unknown",
-    };
+    let checked = !matches!(planned.vip.health_check, HealthCheck::None);
     Ok(planned
         .vip
         .backends
         .iter()
-        .map(|b| BackendView {
-            address: b.address,
-            port: planned.vip.backend_port(b),
-            weight: b.weight,
-            health: health.to_string(),
-            slots: planned
-                .table
-                .backends
-                .iter()
-                .position(|a| *a == b.address)
-                .map_or(0, |i| counts[i]),
+        .map(|b| {
+            let h = health.get(&(vip.to_string(), b.address));
+            let state = match (checked, h) {
+                (false, _) => "unchecked",
+                (true, Some(h)) if h.state == HealthState::Down => "down",
+                (true, _) => "up",
+            };
+            BackendView {
+                address: b.address,
+                port: planned.vip.backend_port(b),
+                weight: b.weight,
+                health: state.to_string(),
+                health_since: h.filter(|_| checked).map(|h| format_time(h.since)),
+                last_error: h.filter(|_| checked).and_then(|h| h.last_error.clone()),
+                last_check: h
+                    .filter(|_| checked)
+                    .and_then(|h| h.last_check.map(format_time)),
+                slots: planned
+                    .table
+                    .backends
+                    .iter()
+                    .position(|a| *a == b.address)
+                    .map_or(0, |i| counts[i]),
+            }
         })
         .collect())
 }
 
-pub fn backend_view(snap: &Snapshot, vip: &str, address: IpAddr) -> Result<BackendView, ApiError> {
-    backend_views(snap, vip)?
+pub fn backend_view(
+    snap: &Snapshot,
+    health: &HealthBook,
+    vip: &str,
+    address: IpAddr,
+) -> Result<BackendView, ApiError> {
+    backend_views(snap, health, vip)?
         .into_iter()
         .find(|b| b.address == address)
         .ok_or_else(|| ApiError::not_found(format!("VIP {vip:?} has no backend {address}")))
@@ -80,6 +110,11 @@ pub struct TableView {
     pub digest: Option<String>,
     /// The same digest, of the table the kernel holds now.
     pub published_digest: Option<String>,
+    /// Backends out of the table because their health check says down.
+    #[schema(value_type = Vec<String>)]
+    pub down: Vec<IpAddr>,
+    /// Every backend is down, so all are in the table (fail open).
+    pub failed_open: bool,
     pub backends: Vec<TableShare>,
 }
 
@@ -91,6 +126,8 @@ pub fn table_view(planned: &PlannedVip, published: Option<String>) -> TableView 
         size,
         digest: (!planned.table.is_empty()).then(|| planned.table.digest()),
         published_digest: published,
+        down: planned.down.clone(),
+        failed_open: planned.failed_open,
         backends: planned
             .vip
             .backends
@@ -199,6 +236,11 @@ pub struct BackendStats {
     /// Packets forwarded to this backend.
     pub packets: u64,
     pub bytes: u64,
+    /// `up`, `down` or `unchecked`.
+    pub health: String,
+    pub last_error: Option<String>,
+    pub checks_ok: u64,
+    pub checks_failed: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,7 +249,21 @@ pub struct VipStatsView {
     /// Packets matched to this VIP, whatever became of them.
     pub packets: u64,
     pub bytes: u64,
+    pub failed_open: bool,
     pub backends: Vec<BackendStats>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsView {
+    /// Decision events the data plane wrote to its ring buffer.
+    pub decisions_sent: u64,
+    /// Decision events lost to a full ring buffer.
+    pub decisions_lost_ring_full: u64,
+    /// Events published to readers (decisions, health, changes).
+    pub published: u64,
+    /// Events readers lost by falling behind.
+    pub lost_by_slow_readers: u64,
+    pub readers: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -226,11 +282,13 @@ pub struct StatsView {
     /// Every exit of the XDP program, by reason (summed over CPUs).
     pub reasons: BTreeMap<String, CounterView>,
     pub vips: Vec<VipStatsView>,
+    pub events: EventsView,
     pub control: ControlView,
 }
 
-pub fn stats_view(stats: &Stats, control: &Controller) -> StatsView {
+pub fn stats_view(stats: &Stats, control: &Controller, snap: &Snapshot) -> StatsView {
     let c = &control.stats;
+    let health = control.health();
     StatsView {
         reasons: stats
             .reasons
@@ -248,21 +306,46 @@ pub fn stats_view(stats: &Stats, control: &Controller) -> StatsView {
         vips: stats
             .vips
             .iter()
-            .map(|v| VipStatsView {
-                name: v.name.clone(),
-                packets: v.vip.packets,
-                bytes: v.vip.bytes,
-                backends: v
-                    .backends
-                    .iter()
-                    .map(|(a, n)| BackendStats {
-                        address: *a,
-                        packets: n.packets,
-                        bytes: n.bytes,
-                    })
-                    .collect(),
+            .map(|v| {
+                let planned = snap.plan.vip_by_name(&v.name);
+                let checked =
+                    planned.is_some_and(|p| !matches!(p.vip.health_check, HealthCheck::None));
+                VipStatsView {
+                    name: v.name.clone(),
+                    packets: v.vip.packets,
+                    bytes: v.vip.bytes,
+                    failed_open: planned.is_some_and(|p| p.failed_open),
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|(a, n)| {
+                            let h = health.get(&(v.name.clone(), *a));
+                            BackendStats {
+                                address: *a,
+                                packets: n.packets,
+                                bytes: n.bytes,
+                                health: match (checked, h.map(|h| h.state)) {
+                                    (false, _) => "unchecked",
+                                    (true, Some(HealthState::Down)) => "down",
+                                    (true, _) => "up",
+                                }
+                                .to_string(),
+                                last_error: h.and_then(|h| h.last_error.clone()),
+                                checks_ok: h.map_or(0, |h| h.checks_ok),
+                                checks_failed: h.map_or(0, |h| h.checks_failed),
+                            }
+                        })
+                        .collect(),
+                }
             })
             .collect(),
+        events: EventsView {
+            decisions_sent: stats.events_sent,
+            decisions_lost_ring_full: stats.events_lost,
+            published: control.events.published.load(Ordering::Relaxed),
+            lost_by_slow_readers: control.events.lost.load(Ordering::Relaxed),
+            readers: control.events.readers(),
+        },
         control: ControlView {
             changes_applied: c.changes_applied.load(Ordering::Relaxed),
             changes_refused: c.changes_refused.load(Ordering::Relaxed),

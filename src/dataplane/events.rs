@@ -62,7 +62,11 @@ pub fn decode(bytes: &[u8]) -> Option<RawEvent> {
 
 /// Reads events until `stop` is set, calling `sink` for each one decoded.
 /// Blocks: run it on a thread of its own. Wakes at least every 100 ms.
-pub fn read_events(ring: MapHandle, stop: &AtomicBool, mut sink: impl FnMut(RawEvent)) -> Result<(), DataplaneError> {
+pub fn read_events(
+    ring: MapHandle,
+    stop: &AtomicBool,
+    mut sink: impl FnMut(RawEvent),
+) -> Result<(), DataplaneError> {
     let mut builder = RingBufferBuilder::new();
     builder
         .add(&ring, |bytes: &[u8]| {

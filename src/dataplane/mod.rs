@@ -363,19 +363,28 @@ impl Dataplane {
 
     /// A handle on the decision event ring buffer, for `events::read_events`.
     pub fn event_ring(&self) -> Result<libbpf_rs::MapHandle, DataplaneError> {
-        libbpf_rs::MapHandle::try_from(&self.skel.maps.events).map_err(|e| DataplaneError::map("events", "open", e))
+        libbpf_rs::MapHandle::try_from(&self.skel.maps.events)
+            .map_err(|e| DataplaneError::map("events", "open", e))
     }
 
     /// Decision events written, and lost to a full ring.
     pub fn event_counters(&self) -> Result<(u64, u64), DataplaneError> {
         let sent = Self::percpu_sum(&self.skel.maps.event_stats, "event_stats", abi::EVENTS_SENT)?;
-        let lost = Self::percpu_sum(&self.skel.maps.event_stats, "event_stats", abi::EVENTS_DROPPED)?;
+        let lost = Self::percpu_sum(
+            &self.skel.maps.event_stats,
+            "event_stats",
+            abi::EVENTS_DROPPED,
+        )?;
         Ok((sent.packets, lost.packets))
     }
 
     /// The VIP and backend an event's ids stand for now. (Ids are reused
     /// after removal: an event read long after a change may not resolve.)
-    pub fn resolve(&self, vip_id: u32, backend_id: Option<u32>) -> (Option<VipKey>, Option<IpAddr>) {
+    pub fn resolve(
+        &self,
+        vip_id: u32,
+        backend_id: Option<u32>,
+    ) -> (Option<VipKey>, Option<IpAddr>) {
         let installed = self.installed();
         let vip = installed.vip_by_id(vip_id);
         let backend = match (vip, backend_id) {
