@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(h.last_error.as_deref(), Some("connection refused"));
         assert_eq!(h.record(&Ok(()), 2, 3), None);
         assert_eq!(h.record(&Ok(()), 2, 3), Some(HealthState::Up));
-        assert_eq!((h.checks_ok, h.checks_failed), (4, 5));
+        assert_eq!((h.checks_ok, h.checks_failed), (3, 5));
     }
 
     #[test]
