@@ -31,8 +31,8 @@ enum lethe_family {
 enum lethe_mode {
 	LETHE_MODE_DSR = 1,  /* L2 DSR: rewrite MACs only */
 	LETHE_MODE_IPIP = 2, /* L3 DSR: IPv4/IPv6 in IPv4/IPv6 */
-	LETHE_MODE_GUE = 3,  /* reserved: not forwarded yet */
-	LETHE_MODE_NAT = 4,  /* reserved: not forwarded yet */
+	LETHE_MODE_GUE = 3,  /* L3 DSR: IP in UDP (GUE variant 1) */
+	LETHE_MODE_NAT = 4,  /* stateless NAT both ways */
 };
 
 /* VIP flag bits (struct lethe_vip.flags). */
@@ -63,7 +63,7 @@ struct lethe_vip {
  * control plane can adopt the maps as they are. */
 struct lethe_backend {
 	__u8 addr[16]; /* IPv4: addr[0..4] */
-	__be16 port;   /* reserved for nat: destination port, 0 = keep */
+	__be16 port;   /* nat: destination port; 0 = keep */
 	__u8 family;   /* enum lethe_family; 0 = free */
 	__u8 flags;
 	__u32 vip_id;
@@ -90,8 +90,27 @@ struct lethe_trace {
 /* lb_config[0]: settings that are identical on every node of a cluster. */
 struct lethe_config {
 	__u32 hash_seed;
-	__u32 flags;
-	__u64 _reserved;
+	__u32 flags;     /* LETHE_CFG_F_* */
+	__be16 gue_port; /* GUE destination port */
+	__u16 _pad0;
+	__u32 _reserved;
+};
+
+/* lethe_config.flags */
+#define LETHE_CFG_F_NAT (1 << 0) /* some VIP is nat: look return traffic up */
+
+/*
+ * nat_returns: the stateless return path of nat VIPs. Keyed like a VIP
+ * (struct lethe_vip_key) by backend address, backend port (0: the VIP takes
+ * every port, ports are kept) and protocol; says which VIP address and port
+ * the backend's replies must come from.
+ */
+struct lethe_nat_return {
+	__u8 addr[16]; /* the VIP */
+	__be16 port;   /* the VIP's port; 0 = keep the source port */
+	__u8 family;
+	__u8 _pad0;
+	__u32 vip_id;
 };
 
 /*
@@ -176,12 +195,14 @@ struct lethe_abi_enums {
 	enum lethe_family family;
 	struct lethe_trace trace;
 	struct lethe_event event;
+	struct lethe_nat_return nat_return;
 };
 
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
 _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
+_Static_assert(sizeof(struct lethe_nat_return) == 24, "lethe_nat_return size");
 _Static_assert(sizeof(struct lethe_counter) == 16, "lethe_counter size");
 _Static_assert(sizeof(struct lethe_event) == 64, "lethe_event size");
 _Static_assert(sizeof(struct lethe_trace) == 24, "lethe_trace size: metadata is at most 32 bytes, a multiple of 4");

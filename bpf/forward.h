@@ -20,7 +20,7 @@
  * the outer source address of encapsulated packets.
  */
 static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struct packet *p,
-						 const struct lethe_backend *be, __u32 tot_len,
+						 const __u8 *dst, __u8 family, __u32 tot_len,
 						 int want_src, struct bpf_fib_lookup *fib)
 {
 	__u32 flags = want_src ? BPF_FIB_LOOKUP_SRC : 0;
@@ -34,13 +34,13 @@ static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struc
 	fib->tot_len = tot_len;
 	/* The source stays zero: the route to a backend must not depend on
 	 * the client (a martian client source would fail the lookup). */
-	if (be->family == LETHE_AF_INET) {
+	if (family == LETHE_AF_INET) {
 		fib->family = AF_INET;
 		fib->tos = p->tos;
-		__builtin_memcpy(&fib->ipv4_dst, be->addr, 4);
+		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
 	} else {
 		fib->family = AF_INET6;
-		__builtin_memcpy(fib->ipv6_dst, be->addr, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
 	}
 
 	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), flags);
@@ -71,6 +71,7 @@ static __always_inline int nexthop_is_backend(const struct bpf_fib_lookup *fib,
 					      const struct lethe_backend *be)
 {
 	const __u32 *addr = (const __u32 *)be->addr;
+
 
 	if (fib->family == AF_INET)
 		return fib->ipv4_dst == addr[0];

@@ -15,6 +15,7 @@
 #include "hash.h"
 #include "forward.h"
 #include "encap.h"
+#include "nat.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -58,6 +59,34 @@ static __always_inline const __u32 *pick_backend(const struct lethe_vip *vip, __
 	return bpf_map_lookup_elem(table, &slot);
 }
 
+/* Backend -> client traffic of a nat VIP: the source becomes the VIP. */
+static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
+{
+	const struct lethe_nat_return *r = find_nat_return(p);
+	struct bpf_fib_lookup fib;
+	enum lethe_reason why;
+	void *data, *data_end;
+	int action;
+
+	if (!r)
+		return verdict(ctx, p, XDP_PASS, LETHE_R_NOT_VIP);
+	p->vip_id = r->vip_id;
+	p->mode = LETHE_MODE_NAT;
+	count(&return_stats, r->vip_id, p->len);
+	why = nexthop(ctx, p, (const __u8 *)p->dst, p->family, p->l3_len, 0, &fib);
+	if (why != NEXTHOP_OK)
+		return verdict(ctx, p, reason_action(why), why);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))
+		return verdict(ctx, p, XDP_DROP, LETHE_R_INTERNAL);
+	if (data + sizeof(struct ethhdr) > data_end)
+		return verdict(ctx, p, XDP_DROP, LETHE_R_TRUNC_ETH);
+	set_macs(data, &fib);
+	action = transmit(ctx, &fib, &why);
+	return verdict(ctx, p, action, why);
+}
+
 SEC("xdp")
 int lethe_xdp(struct xdp_md *ctx)
 {
@@ -77,18 +106,22 @@ int lethe_xdp(struct xdp_md *ctx)
 	if (why != PARSE_OK)
 		return verdict(ctx, &p, reason_action(why), why);
 
+	cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	if (!cfg)
+		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
+
 	vip = find_vip(&p);
-	if (!vip)
+	if (!vip) {
+		if (cfg->flags & LETHE_CFG_F_NAT)
+			return nat_return_path(ctx, &p);
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
+	}
 	p.vip_id = vip->vip_id;
 	p.mode = vip->mode;
 	if (vip->event_sample_rate)
 		p.sample = bpf_get_prandom_u32() % vip->event_sample_rate == 0;
 	count(&vip_stats, vip->vip_id, p.len);
 
-	cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	if (!cfg)
-		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 	hash = flow_hash(&p, cfg->hash_seed, vip->flags & LETHE_VIP_F_STICKY);
 	p.hash = hash;
 
@@ -104,7 +137,7 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_DSR:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = nexthop(ctx, &p, be, p.l3_len, 0, &fib);
+		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (!nexthop_is_backend(&fib, be))
@@ -116,11 +149,24 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_IPIP:
 		if (be->family == LETHE_AF_INET && p.family == LETHE_AF_INET6)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = nexthop(ctx, &p, be, p.l3_len + ipip_outer_len(be->family), 1, &fib);
+		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len + ipip_outer_len(be->family), 1,
+			      &fib);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (ipip_encap(ctx, &p, be, &fib, hash))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_ENCAP_FAILED);
+		break;
+	case LETHE_MODE_NAT:
+		if (be->family != p.family)
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
+		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
+		if (why != NEXTHOP_OK)
+			return verdict(ctx, &p, reason_action(why), why);
+		if (nat_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port))
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_INTERNAL);
+		if (data + sizeof(struct ethhdr) > data_end)
+			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
+		set_macs(data, &fib);
 		break;
 	default:
 		return verdict(ctx, &p, XDP_DROP, LETHE_R_MODE_UNSUPPORTED);

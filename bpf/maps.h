@@ -80,6 +80,22 @@ struct {
 	__type(value, struct lethe_counter);
 } reason_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LETHE_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lethe_vip_key);
+	__type(value, struct lethe_nat_return);
+} nat_returns SEC(".maps");
+
+/* Per VIP: packets of the nat return path (backend -> client). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LETHE_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct lethe_counter);
+} return_stats SEC(".maps");
+
 /* Sampled decision events (struct lethe_event), read by the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

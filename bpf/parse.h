@@ -20,6 +20,8 @@ struct packet {
 	__u32 len;    /* frame length on arrival */
 	__u16 l3_off; /* ETH_HLEN, or ETH_HLEN + VLAN_HLEN when tagged */
 	__u16 l3_len; /* IP header + payload, as the IP header says */
+	__u16 l4_off; /* the TCP/UDP header */
+	__u16 _pad1;
 	__u8 family;  /* enum lethe_family */
 	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
@@ -53,8 +55,8 @@ static __always_inline int ipv6_is_ext_header(__u8 nexthdr)
 }
 
 /* Ports of a TCP or UDP header at l4, with l4_len bytes of IP payload. */
-static __always_inline enum lethe_reason parse_l4(void *l4, void *data_end, __u32 l4_len,
-						  struct packet *p)
+static __always_inline enum lethe_reason parse_l4(void *data, void *l4, void *data_end,
+						  __u32 l4_len, struct packet *p)
 {
 	__u32 need = p->proto == IPPROTO_TCP ? TCP_HLEN : UDP_HLEN;
 	struct udphdr *ports = l4; /* sport/dport sit first in both headers */
@@ -63,6 +65,7 @@ static __always_inline enum lethe_reason parse_l4(void *l4, void *data_end, __u3
 		return LETHE_R_TRUNC_L4;
 	if ((void *)(ports + 1) > data_end)
 		return LETHE_R_TRUNC_L4;
+	p->l4_off = l4 - data;
 	p->sport = ports->source;
 	p->dport = ports->dest;
 	return PARSE_OK;
@@ -96,7 +99,7 @@ static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 	p->l3_len = tot_len;
 	p->src[0] = iph->saddr;
 	p->dst[0] = iph->daddr;
-	return parse_l4(iph + 1, data_end, tot_len - IPV4_HLEN, p);
+	return parse_l4(data, iph + 1, data_end, tot_len - IPV4_HLEN, p);
 }
 
 static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
@@ -125,7 +128,7 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 	p->l3_len = IPV6_HLEN + payload_len;
 	__builtin_memcpy(p->src, &ip6h->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6h->daddr, 16);
-	return parse_l4(ip6h + 1, data_end, payload_len, p);
+	return parse_l4(data, ip6h + 1, data_end, payload_len, p);
 }
 
 static __always_inline enum lethe_reason parse(void *data, void *data_end, struct packet *p)

@@ -23,6 +23,9 @@ pub const EVENT_VERSION: u8 = 1;
 pub const EVENTS_SENT: u32 = 0;
 pub const EVENTS_DROPPED: u32 = 1;
 
+/// `lethe_config.flags`: some VIP is nat; look return traffic up.
+pub const CFG_F_NAT: u32 = 1 << 0;
+
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;
 
@@ -44,9 +47,10 @@ pub enum Mode {
     Dsr = 1,
     /// L3 DSR: IPv4/IPv6 encapsulated in IPv4/IPv6 to the backend.
     Ipip = 2,
-    /// L3 DSR in UDP (GUE). Not forwarded yet.
+    /// L3 DSR in UDP (GUE variant 1). Not forwarded yet.
     Gue = 3,
-    /// Stateless NAT. Not forwarded yet.
+    /// Stateless NAT both ways: destination rewritten on the way in,
+    /// source rewritten on the way back.
     Nat = 4,
 }
 

@@ -23,14 +23,27 @@ pub const MAX_WEIGHT: u32 = 65_535;
 pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
 pub const MAX_NAME_LEN: usize = 63;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Seed of the flow hash: the same on every node behind one ECMP group.
     #[serde(default)]
     pub hash_seed: u32,
+    /// UDP destination port of gue encapsulation.
+    #[serde(default = "default_gue_port")]
+    pub gue_port: u16,
     #[serde(default)]
     pub vips: Vec<Vip>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hash_seed: 0,
+            gue_port: DEFAULT_GUE_PORT,
+            vips: Vec::new(),
+        }
+    }
 }
 
 #[derive(
@@ -91,6 +104,12 @@ pub struct Vip {
     pub health_check: HealthCheck,
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+fn default_gue_port() -> u16 {
+    DEFAULT_GUE_PORT
 }
 
 fn default_mode() -> Mode {
@@ -234,6 +253,18 @@ pub enum ConfigError {
     BadBackendPort { vip: String, backend: IpAddr },
     #[error("VIP {vip:?}: health check: {why}")]
     BadHealthCheck { vip: String, why: String },
+    #[error("VIP {vip:?}: backend {backend} has a port, but a nat VIP on every port (port 0) keeps ports as they are")]
+    NatPortWithoutVipPort { vip: String, backend: IpAddr },
+    #[error("backend {backend} port {port}/{protocol} serves nat VIP {first:?} already; its replies could not tell {second:?}'s apart")]
+    NatConflict {
+        first: String,
+        second: String,
+        backend: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error("gue_port 0 is not a destination port")]
+    BadGuePort,
     #[error("{count} VIPs exceed the data plane's {max}")]
     TooManyVips { count: usize, max: usize },
     #[error("{count} backends over all VIPs exceed the data plane's {max}")]
@@ -369,7 +400,7 @@ impl Vip {
             vip: vip(),
             problem,
         })?;
-        if matches!(self.mode, Mode::Gue | Mode::Nat) {
+        if matches!(self.mode, Mode::Gue) {
             return Err(ConfigError::ModeUnsupported {
                 vip: vip(),
                 mode: self.mode,
@@ -400,9 +431,16 @@ impl Vip {
                     backend: b.address,
                 });
             }
+            if self.mode == Mode::Nat && self.port == 0 && b.port.is_some_and(|p| p != 0) {
+                return Err(ConfigError::NatPortWithoutVipPort {
+                    vip: vip(),
+                    backend: b.address,
+                });
+            }
             let carried = match self.mode {
-                // L2 DSR leaves the IP header alone: one family end to end.
-                Mode::Dsr => self.address.is_ipv4() == b.address.is_ipv4(),
+                // L2 DSR leaves the IP header alone, and NAT translates
+                // addresses, not families: one family end to end.
+                Mode::Dsr | Mode::Nat => self.address.is_ipv4() == b.address.is_ipv4(),
                 // IPv4-in-IPv4, IPv6-in-IPv6, IPv4-in-IPv6; not IPv6-in-IPv4.
                 _ => !(self.address.is_ipv6() && b.address.is_ipv4()),
             };
@@ -424,6 +462,9 @@ impl Config {
     /// Checks everything that can be checked without touching the system.
     /// Table sizes against backend counts are checked when tables are built.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.gue_port == 0 {
+            return Err(ConfigError::BadGuePort);
+        }
         if self.vips.len() > abi::MAX_VIPS as usize {
             return Err(ConfigError::TooManyVips {
                 count: self.vips.len(),
@@ -440,10 +481,27 @@ impl Config {
         let mut names = HashSet::new();
         let mut keys: std::collections::HashMap<(IpAddr, u16, Protocol), &str> =
             std::collections::HashMap::new();
+        let mut nat_backends: std::collections::HashMap<(IpAddr, u16, Protocol), &str> =
+            std::collections::HashMap::new();
         for v in &self.vips {
             v.validate()?;
             if !names.insert(v.name.as_str()) {
                 return Err(ConfigError::DuplicateName(v.name.clone()));
+            }
+            if v.mode == Mode::Nat {
+                for b in &v.backends {
+                    let port = v.backend_port(b);
+                    if let Some(first) = nat_backends.insert((b.address, port, v.protocol), &v.name)
+                    {
+                        return Err(ConfigError::NatConflict {
+                            first: first.to_string(),
+                            second: v.name.clone(),
+                            backend: b.address,
+                            port,
+                            protocol: v.protocol,
+                        });
+                    }
+                }
             }
             if let Some(first) = keys.insert((v.address, v.port, v.protocol), &v.name) {
                 return Err(ConfigError::DuplicateVip {
@@ -586,7 +644,7 @@ mod tests {
             ConfigError::BadBackendPort { .. }
         ));
         assert!(matches!(
-            invalid(|c| c.vips[0].mode = Mode::Nat),
+            invalid(|c| c.vips[0].mode = Mode::Gue),
             ConfigError::ModeUnsupported { .. }
         ));
         assert!(matches!(
@@ -650,6 +708,44 @@ mod tests {
         ));
         let unknown = r#"{"kind": "tcp", "interval": 5}"#;
         assert!(serde_json::from_str::<HealthCheck>(unknown).is_err());
+    }
+
+    #[test]
+    fn nat_rules() {
+        let mut c = web();
+        c.vips[0].mode = Mode::Nat;
+        c.vips[0].backends[0].port = Some(8080);
+        c.validate().unwrap();
+        // No family translation.
+        let mut v6 = c.clone();
+        v6.vips[0].backends[1].address = "2001:db8::1".parse().unwrap();
+        assert!(matches!(
+            v6.validate(),
+            Err(ConfigError::MixedFamily { .. })
+        ));
+        // Port mapping needs a VIP port.
+        let mut all = c.clone();
+        all.vips[0].port = 0;
+        assert!(matches!(
+            all.validate(),
+            Err(ConfigError::NatPortWithoutVipPort { .. })
+        ));
+        // One (backend, port, protocol) serves one nat VIP.
+        let mut second = c.vips[0].clone();
+        second.name = "web2".into();
+        second.address = "10.100.0.2".parse().unwrap();
+        c.vips.push(second.clone());
+        assert!(matches!(c.validate(), Err(ConfigError::NatConflict { .. })));
+        // Another port of the same backend is fine; so is a non-nat VIP.
+        c.vips[1]
+            .backends
+            .iter_mut()
+            .for_each(|b| b.port = Some(9000));
+        c.validate().unwrap();
+        c.vips[1] = second;
+        c.vips[1].mode = Mode::Dsr;
+        c.vips[1].backends.iter_mut().for_each(|b| b.port = None);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -105,6 +105,8 @@ async fn blocking<T: Send + 'static>(
 pub struct VipStats {
     pub name: String,
     pub vip: Counter,
+    /// nat VIPs: the return path (backend -> client).
+    pub returned: Counter,
     pub backends: Vec<(IpAddr, Counter)>,
 }
 
@@ -427,6 +429,7 @@ impl Controller {
                 vips.push(VipStats {
                     name: v.vip.name.clone(),
                     vip,
+                    returned: dp.return_counter(&key)?.unwrap_or_default(),
                     backends,
                 });
             }

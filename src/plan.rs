@@ -66,14 +66,18 @@ impl PlannedVip {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub hash_seed: u32,
+    pub gue_port: u16,
     pub vips: Vec<PlannedVip>,
     /// Time spent building tables for this plan (reused ones cost nothing).
     pub build_time: Duration,
     /// Tables built (not reused) for this plan.
     pub tables_built: usize,
+    /// The nat return path: (backend, backend port, protocol) -> index of
+    /// its VIP in `vips`. Port 0: the VIP takes every port.
+    pub nat_returns: std::collections::HashMap<(IpAddr, u16, Protocol), usize>,
 }
 
 /// What a table is a function of: size, (address, weight) pairs in address
@@ -186,12 +190,32 @@ impl Plan {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
+        let mut nat_returns = std::collections::HashMap::new();
+        for (i, v) in config.vips.iter().enumerate() {
+            if v.mode == crate::abi::Mode::Nat {
+                for b in &v.backends {
+                    nat_returns.insert((b.address, v.backend_port(b), v.protocol), i);
+                }
+            }
+        }
         Ok(Plan {
             hash_seed: config.hash_seed,
+            gue_port: config.gue_port,
             vips,
             build_time: started.elapsed(),
             tables_built: built,
+            nat_returns,
         })
+    }
+
+    /// The nat VIP whose backend sent a packet from (address, port,
+    /// protocol): the exact port first, then an every-port VIP. Index into
+    /// `vips`.
+    pub fn find_nat_return(&self, address: IpAddr, port: u16, protocol: Protocol) -> Option<usize> {
+        self.nat_returns
+            .get(&(address, port, protocol))
+            .or_else(|| self.nat_returns.get(&(address, 0, protocol)))
+            .copied()
     }
 
     pub fn vip_by_name(&self, name: &str) -> Option<&PlannedVip> {

@@ -451,7 +451,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "mode not supported yet",
             Method::PUT,
             "/v1/config".into(),
-            Some(with(&|v| v["mode"] = json!("nat"))),
+            Some(with(&|v| v["mode"] = json!("gue"))),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
@@ -504,6 +504,26 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "/v1/vips".into(),
             Some(web()),
             StatusCode::CONFLICT,
+        ),
+        (
+            "a nat backend already serving another nat VIP",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(json!({"vips": [
+                {"name": "a", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "nat",
+                 "backends": [{"address": "10.0.1.1"}]},
+                {"name": "b", "address": "10.100.0.2", "port": 80, "protocol": "tcp", "mode": "nat",
+                 "backends": [{"address": "10.0.1.1"}]}]})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "a nat backend of another family",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(json!({"vips": [
+                {"name": "a", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "nat",
+                 "backends": [{"address": "fd00::1"}]}]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "duplicate backend (POST)",

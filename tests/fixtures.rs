@@ -68,8 +68,12 @@ impl Env {
 
     fn egress(&self, backend: IpAddr) -> (&'static str, Option<IpAddr>) {
         match backend {
-            IpAddr::V4(a) if a.octets()[1] == 9 => ("lt0", Some(ip("10.1.0.254"))),
-            IpAddr::V6(a) if a.segments()[1] == 9 => ("lt0", Some(ip("fd00:1::fe"))),
+            IpAddr::V4(a) if a.octets()[1] == 9 || a.octets()[..3] == [198, 51, 100] => {
+                ("lt0", Some(ip("10.1.0.254")))
+            }
+            IpAddr::V6(a) if a.segments()[1] == 9 || a.segments()[..3] == [0x2001, 0xdb8, 0xc] => {
+                ("lt0", Some(ip("fd00:1::fe")))
+            }
             IpAddr::V4(a) if a.octets()[1] == 2 => ("lt2", None),
             IpAddr::V6(a) if a.segments()[1] == 2 => ("lt2", None),
             _ => ("lt0", None),
@@ -105,6 +109,52 @@ impl Env {
         let input = f.frame(self.lb_mac);
         let (smac, dmac) = self.macs_for(self.pick(f).backend);
         let mut out = input.clone();
+        out[0..6].copy_from_slice(&dmac);
+        out[6..12].copy_from_slice(&smac);
+        out
+    }
+
+    /// nat ingress: the same packet built anew (etherparse computes every
+    /// checksum from scratch) to the backend and its port, MACs towards it.
+    fn nat_in(&self, f: &Flow, zero_udp_csum: bool) -> Vec<u8> {
+        let backend = self.pick(f).backend;
+        let planned = self
+            .plan
+            .vips
+            .iter()
+            .find(|v| v.vip.address == f.dst)
+            .unwrap();
+        let port = planned
+            .vip
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map(|b| planned.vip.backend_port(b))
+            .unwrap();
+        let mut g = f.clone();
+        g.dst = backend;
+        if port != 0 {
+            g.dport = port;
+        }
+        self.finish(&g, backend, zero_udp_csum)
+    }
+
+    /// nat return: the backend's reply built anew from the VIP.
+    fn nat_back(&self, f: &Flow, vip: &str, vip_port: u16, zero_udp_csum: bool) -> Vec<u8> {
+        let mut g = f.clone();
+        g.src = ip(vip);
+        if vip_port != 0 {
+            g.sport = vip_port;
+        }
+        self.finish(&g, f.dst, zero_udp_csum)
+    }
+
+    fn finish(&self, g: &Flow, towards: IpAddr, zero_udp_csum: bool) -> Vec<u8> {
+        let mut out = g.frame(self.lb_mac);
+        if zero_udp_csum {
+            zero_udp_checksum(&mut out);
+        }
+        let (smac, dmac) = self.macs_for(towards);
         out[0..6].copy_from_slice(&dmac);
         out[6..12].copy_from_slice(&smac);
         out
@@ -495,6 +545,107 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Reason::TruncL4,
         ),
     ];
+    // nat, both ways.
+    let udp0 = |f: &Flow| {
+        let mut x = f.frame(m);
+        zero_udp_checksum(&mut x);
+        x
+    };
+    let n4 = tcp4("10.100.0.20", 80);
+    let n6 = tcp6("fd00:100::20", 443);
+    let nu4 = Flow::udp("198.51.100.7", 5300, "10.100.0.21", 53);
+    let nu6 = Flow::udp("2001:db8:c::7", 5300, "fd00:100::21", 53);
+    let nall = Flow::udp("198.51.100.7", 4000, "10.100.0.22", 9999);
+    v.extend([
+        fwd(
+            "ipv4 tcp to nat VIP: destination and port rewritten, checksums updated",
+            frame(&n4),
+            Action::Tx,
+            env.nat_in(&n4, false),
+        ),
+        fwd(
+            "ipv6 tcp to nat VIP: destination and port rewritten",
+            frame(&n6),
+            Action::Tx,
+            env.nat_in(&n6, false),
+        ),
+        fwd(
+            "ipv4 udp to nat VIP, port mapped",
+            frame(&nu4),
+            Action::Tx,
+            env.nat_in(&nu4, false),
+        ),
+        fwd(
+            "ipv4 udp without checksum to nat VIP: stays without",
+            udp0(&nu4),
+            Action::Tx,
+            env.nat_in(&nu4, true),
+        ),
+        fwd(
+            "ipv6 udp to nat VIP",
+            frame(&nu6),
+            Action::Tx,
+            env.nat_in(&nu6, false),
+        ),
+        fwd(
+            "udp to an every-port nat VIP: port kept, redirected",
+            frame(&nall),
+            Action::Redirect,
+            env.nat_in(&nall, false),
+        ),
+        left(
+            "nat backend behind an unreachable route",
+            frame(&tcp4("10.100.0.23", 80)),
+            Reason::NoRoute,
+        ),
+    ]);
+    let back4 = Flow::tcp("10.1.0.11", 8080, "198.51.100.7", 40_001);
+    let back6 = Flow::tcp("fd00:1::11", 8443, "2001:db8:c::7", 40_001);
+    let backu4 = Flow::udp("10.1.0.13", 5353, "198.51.100.7", 5300);
+    let backall = Flow::udp("10.2.0.11", 9999, "198.51.100.7", 4000);
+    v.extend([
+        fwd(
+            "nat return: the backend's reply leaves from the VIP",
+            frame(&back4),
+            Action::Tx,
+            env.nat_back(&back4, "10.100.0.20", 80, false),
+        ),
+        fwd(
+            "nat return, ipv6",
+            frame(&back6),
+            Action::Tx,
+            env.nat_back(&back6, "fd00:100::20", 443, false),
+        ),
+        fwd(
+            "nat return, udp with the port mapped back",
+            frame(&backu4),
+            Action::Tx,
+            env.nat_back(&backu4, "10.100.0.21", 53, false),
+        ),
+        fwd(
+            "nat return, udp without checksum",
+            udp0(&backu4),
+            Action::Tx,
+            env.nat_back(&backu4, "10.100.0.21", 53, true),
+        ),
+        fwd(
+            "nat return of an every-port VIP: address only",
+            frame(&backall),
+            Action::Tx,
+            env.nat_back(&backall, "10.100.0.22", 0, false),
+        ),
+        left(
+            "a backend's traffic from another port: not a VIP's",
+            frame(&Flow::tcp("10.1.0.11", 9999, "198.51.100.7", 1)),
+            Reason::NotVip,
+        ),
+        left(
+            "nat return towards a client without a route",
+            frame(&Flow::tcp("10.1.0.11", 8080, "203.0.113.9", 1)),
+            Reason::NoRoute,
+        ),
+    ]);
+
     // A minimal frame padded to Ethernet's 60 bytes: the IP length, not
     // the frame length, defines the inner packet; the padding follows it.
     let small = Flow::udp("198.51.100.7", 7, "10.100.0.1", 53).payload(0);
@@ -508,6 +659,13 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         expected,
     ));
     v
+}
+
+/// An IPv4 UDP frame's checksum set to 0: "no checksum".
+fn zero_udp_checksum(frame: &mut [u8]) {
+    assert_eq!(frame[14 + 9], 17);
+    frame[14 + 20 + 6] = 0;
+    frame[14 + 20 + 7] = 0;
 }
 
 /// The frame with a 4-byte IPv4 option (NOP x4) inserted, lengths and

@@ -46,7 +46,37 @@ fn random_addr(rng: &mut SmallRng, v4: bool) -> IpAddr {
 /// anywhere.
 fn flow(rng: &mut SmallRng, plan: &Plan) -> Flow {
     let roll = rng.gen_range(0..100);
-    let (dst, dport, udp) = if roll < 75 {
+    if roll >= 90 {
+        // A backend's reply: the nat return path (or, from other ports and
+        // addresses, nobody's).
+        let nat: Vec<_> = plan.nat_returns.keys().collect();
+        let &(backend, port, proto) = nat[rng.gen_range(0..nat.len())];
+        let client = if backend.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, rng.gen()))
+        } else {
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, rng.gen()))
+        };
+        let f = Flow {
+            src: backend,
+            dst: if rng.gen_bool(0.9) {
+                client
+            } else {
+                random_addr(rng, backend.is_ipv4())
+            },
+            sport: if port == 0 || rng.gen_bool(0.1) {
+                rng.gen()
+            } else {
+                port
+            },
+            dport: rng.gen(),
+            udp: proto == Protocol::Udp,
+            tos: 0,
+            vlan: None,
+            payload: Vec::new(),
+        };
+        return f.payload(rng.gen_range(0..100));
+    }
+    let (dst, dport, udp) = if roll < 70 {
         let v = &plan.vips[rng.gen_range(0..plan.vips.len())].vip;
         let port = if v.port == 0 || rng.gen_bool(0.1) {
             rng.gen()

@@ -65,9 +65,11 @@ impl From<ControlError> for ApiError {
             ControlError::Edit(EditError::NoVip(_) | EditError::NoBackend { .. }) => {
                 ApiError::not_found(detail)
             }
-            ControlError::Edit(EditError::VipExists(_) | EditError::BackendExists { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
-            }
+            ControlError::Edit(
+                EditError::VipExists(_)
+                | EditError::BackendExists { .. }
+                | EditError::Invalid(crate::config::ConfigError::NatConflict { .. }),
+            ) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             ControlError::Edit(EditError::Invalid(_)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", detail)
             }

@@ -249,6 +249,9 @@ pub struct VipStatsView {
     /// Packets matched to this VIP, whatever became of them.
     pub packets: u64,
     pub bytes: u64,
+    /// nat VIPs: packets of the return path (backend -> client).
+    pub return_packets: u64,
+    pub return_bytes: u64,
     pub failed_open: bool,
     pub backends: Vec<BackendStats>,
 }
@@ -314,6 +317,8 @@ pub fn stats_view(stats: &Stats, control: &Controller, snap: &Snapshot) -> Stats
                     name: v.name.clone(),
                     packets: v.vip.packets,
                     bytes: v.vip.bytes,
+                    return_packets: v.returned.packets,
+                    return_bytes: v.returned.bytes,
                     failed_open: planned.is_some_and(|p| p.failed_open),
                     backends: v
                         .backends

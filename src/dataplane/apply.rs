@@ -20,13 +20,17 @@ use std::net::IpAddr;
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use super::records::{self, lethe_backend, lethe_config, lethe_vip, lethe_vip_key, Pod};
+use super::records::{
+    self, lethe_backend, lethe_config, lethe_nat_return, lethe_vip, lethe_vip_key, Pod,
+};
 use super::{table, DataplaneError};
-use crate::abi::{MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
+use crate::abi::{self, MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
 use crate::plan::{Plan, PlannedVip, VipKey};
 
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
+    pub nat_returns: &'a dyn MapCore,
+    pub return_stats: &'a dyn MapCore,
     pub vips: &'a dyn MapCore,
     pub tables: &'a dyn MapCore,
     pub backends: &'a dyn MapCore,
@@ -85,7 +89,9 @@ struct InstalledVip {
 /// What the maps hold, as this process wrote it.
 #[derive(Debug)]
 pub struct Installed {
-    seed: Option<u32>,
+    config: Option<lethe_config>,
+    /// nat_returns entries, by (backend, port, protocol).
+    nat: HashMap<VipKey, lethe_nat_return>,
     vips: HashMap<VipKey, InstalledVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
@@ -94,7 +100,8 @@ pub struct Installed {
 impl Default for Installed {
     fn default() -> Self {
         Installed {
-            seed: None,
+            config: None,
+            nat: HashMap::new(),
             vips: HashMap::new(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
             backend_ids: IdPool::new("backend", MAX_BACKENDS),
@@ -145,8 +152,22 @@ impl Installed {
     /// backends that are not the VIP's (republished by the next apply).
     pub fn adopt(maps: &Maps<'_>) -> Result<Installed, DataplaneError> {
         let mut inst = Installed::default();
-        if let Some(cfg) = lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())? {
-            inst.seed = Some(cfg.hash_seed);
+        inst.config = lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())?;
+        let keys: Vec<Vec<u8>> = maps.nat_returns.keys().collect();
+        for raw in keys {
+            let key = lethe_vip_key::from_bytes(&raw).and_then(|k| records::vip_key_from(&k));
+            match (
+                key,
+                lookup::<lethe_nat_return>(maps.nat_returns, "nat_returns", &raw)?,
+            ) {
+                (Some(k), Some(v)) => {
+                    inst.nat.insert(k, v);
+                }
+                _ => maps
+                    .nat_returns
+                    .delete(&raw)
+                    .map_err(|e| DataplaneError::map("nat_returns", "delete", e))?,
+            }
         }
 
         let mut by_vip_id: HashMap<u32, VipKey> = HashMap::new();
@@ -262,17 +283,24 @@ impl Installed {
     }
 
     pub fn apply(&mut self, maps: &Maps<'_>, plan: &Plan) -> Result<(), DataplaneError> {
-        if self.seed != Some(plan.hash_seed) {
-            let cfg = lethe_config {
-                hash_seed: plan.hash_seed,
-                ..Default::default()
-            };
-            maps.config
-                .update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
-                .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
-            self.seed = Some(plan.hash_seed);
+        // Return-path entries of nat VIPs that go, first; then VIPs removed
+        // (their ids become free for what is added), then VIPs added or
+        // changed, then the return entries they need, then the settings.
+        let nat_wanted = self.nat_wanted(plan);
+        let stale: Vec<VipKey> = self
+            .nat
+            .keys()
+            .filter(|k| !nat_wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            match maps.nat_returns.delete(records::vip_key(&k).as_bytes()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(DataplaneError::map("nat_returns", "delete", e)),
+            }
+            self.nat.remove(&k);
         }
-        // Removals first: their ids become free for what is added.
         let wanted: std::collections::HashSet<VipKey> = plan.vips.iter().map(|v| v.key()).collect();
         let gone: Vec<VipKey> = self
             .vips
@@ -286,7 +314,67 @@ impl Installed {
         for planned in &plan.vips {
             self.upsert_vip(maps, planned)?;
         }
+        for (k, _) in self.nat_wanted(plan) {
+            let v = self.nat_record(plan, &k);
+            if self.nat.get(&k).map(Pod::as_bytes) != Some(v.as_bytes()) {
+                maps.nat_returns
+                    .update(records::vip_key(&k).as_bytes(), v.as_bytes(), MapFlags::ANY)
+                    .map_err(|e| DataplaneError::map("nat_returns", "update", e))?;
+                self.nat.insert(k, v);
+            }
+        }
+        let cfg = lethe_config {
+            hash_seed: plan.hash_seed,
+            flags: if plan.nat_returns.is_empty() {
+                0
+            } else {
+                abi::CFG_F_NAT
+            },
+            gue_port: u16::from_ne_bytes(plan.gue_port.to_be_bytes()),
+            ..Default::default()
+        };
+        if self.config.map(|c| c.as_bytes().to_vec()) != Some(cfg.as_bytes().to_vec()) {
+            maps.config
+                .update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
+            self.config = Some(cfg);
+        }
         Ok(())
+    }
+
+    /// The nat return entries `plan` asks for, by (backend, port, protocol).
+    fn nat_wanted(&self, plan: &Plan) -> HashMap<VipKey, usize> {
+        plan.nat_returns
+            .iter()
+            .map(|(&(address, port, protocol), &i)| {
+                (
+                    VipKey {
+                        address,
+                        port,
+                        protocol,
+                    },
+                    i,
+                )
+            })
+            .collect()
+    }
+
+    fn nat_record(&self, plan: &Plan, k: &VipKey) -> lethe_nat_return {
+        let i = plan.nat_returns[&(k.address, k.port, k.protocol)];
+        let v = &plan.vips[i];
+        let (addr, family) = records::addr_bytes(&v.vip.address);
+        lethe_nat_return {
+            addr,
+            port: u16::from_ne_bytes(v.vip.port.to_be_bytes()),
+            family,
+            vip_id: self.vips[&v.key()].vip_id,
+            ..Default::default()
+        }
+    }
+
+    /// The VIP id whose return path counts in return_stats.
+    pub fn nat_vip_id(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).map(|v| v.vip_id)
     }
 
     fn remove_vip(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
@@ -314,7 +402,9 @@ impl Installed {
         let is_new = !self.vips.contains_key(&key);
         if is_new {
             let vip_id = self.vip_ids.take()?;
-            if let Err(e) = zero_counters(maps.vip_stats, "vip_stats", vip_id) {
+            let zeroed = zero_counters(maps.vip_stats, "vip_stats", vip_id)
+                .and_then(|()| zero_counters(maps.return_stats, "return_stats", vip_id));
+            if let Err(e) = zeroed {
                 self.vip_ids.give_back(vip_id);
                 return Err(e);
             }

@@ -178,6 +178,8 @@ impl Dataplane {
     fn maps(&self) -> apply::Maps<'_> {
         apply::Maps {
             config: &self.skel.maps.lb_config,
+            nat_returns: &self.skel.maps.nat_returns,
+            return_stats: &self.skel.maps.return_stats,
             vips: &self.skel.maps.vips,
             tables: &self.skel.maps.tables,
             backends: &self.skel.maps.backends,
@@ -400,6 +402,17 @@ impl Dataplane {
         let id = self.installed().vip_id(key);
         match id {
             Some(id) => Self::percpu_sum(&self.skel.maps.vip_stats, "vip_stats", id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Packets of a nat VIP's return path (backend -> client).
+    pub fn return_counter(&self, key: &VipKey) -> Result<Option<Counter>, DataplaneError> {
+        let id = self.installed().nat_vip_id(key);
+        match id {
+            Some(id) => {
+                Self::percpu_sum(&self.skel.maps.return_stats, "return_stats", id).map(Some)
+            }
             None => Ok(None),
         }
     }

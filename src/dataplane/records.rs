@@ -8,7 +8,8 @@ use crate::abi::{FAMILY_INET, FAMILY_INET6};
 use crate::plan::VipKey;
 
 pub use types::{
-    lethe_backend, lethe_config, lethe_counter, lethe_trace, lethe_vip, lethe_vip_key,
+    lethe_backend, lethe_config, lethe_counter, lethe_nat_return, lethe_trace, lethe_vip,
+    lethe_vip_key,
 };
 
 /// Types whose every byte is initialised data: `repr(C)` structs of
@@ -49,6 +50,7 @@ impl Pod for lethe_backend {}
 impl Pod for lethe_config {}
 impl Pod for lethe_counter {}
 impl Pod for lethe_trace {}
+impl Pod for lethe_nat_return {}
 
 /// Address bytes as the ABI stores them (IPv4 in the first 4 bytes) and
 /// the ABI family code.

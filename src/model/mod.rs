@@ -102,6 +102,60 @@ pub fn pick(plan: &Plan, key: &FlowKey) -> Result<Pick, Reason> {
     })
 }
 
+/// Backend -> client traffic of a nat VIP: the source becomes the VIP.
+/// Twin of `nat_return_path` in bpf/lethe.bpf.c.
+fn nat_return(
+    plan: &Plan,
+    net: &dyn Network,
+    ingress_ifindex: u32,
+    frame: &[u8],
+    p: &Packet,
+) -> Outcome {
+    let proto = Protocol::from_number(p.proto).expect("parsed TCP/UDP");
+    let untouched = |reason: Reason, vip: Option<usize>| Outcome {
+        action: reason.implied_action(),
+        reason,
+        frame: frame.to_vec(),
+        vip,
+        backend: None,
+    };
+    let Some(idx) = plan.find_nat_return(p.src, p.sport, proto) else {
+        return untouched(Reason::NotVip, None);
+    };
+    let vip = &plan.vips[idx].vip;
+    let hop = match net.route(&FibQuery {
+        ingress_ifindex,
+        dst: p.dst,
+        tot_len: p.l3_len,
+    }) {
+        Fib::Forward(hop) => hop,
+        Fib::NoNeigh => return untouched(Reason::NoNeigh, Some(idx)),
+        Fib::FwdDisabled => return untouched(Reason::FwdDisabled, Some(idx)),
+        Fib::FragNeeded => return untouched(Reason::FragNeeded, Some(idx)),
+        Fib::NoSrcAddr => return untouched(Reason::NoSrcAddr, Some(idx)),
+        Fib::NoRoute => return untouched(Reason::NoRoute, Some(idx)),
+    };
+    if hop.ifindex != ingress_ifindex && !net.tx_port(hop.ifindex) {
+        return untouched(Reason::NoTxPort, Some(idx));
+    }
+    let out = rewrite::with_macs(
+        rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port),
+        &hop,
+    );
+    let (action, reason) = if hop.ifindex == ingress_ifindex {
+        (Action::Tx, Reason::FwdTx)
+    } else {
+        (Action::Redirect, Reason::FwdRedirect)
+    };
+    Outcome {
+        action,
+        reason,
+        frame: out,
+        vip: Some(idx),
+        backend: None,
+    }
+}
+
 /// Runs the program on one frame received on `ingress_ifindex`.
 pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8]) -> Outcome {
     let untouched = |reason: Reason, vip: Option<usize>| Outcome {
@@ -129,6 +183,9 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     };
     let chosen = match pick(plan, &key) {
         Ok(c) => c,
+        Err(Reason::NotVip) if !plan.nat_returns.is_empty() => {
+            return nat_return(plan, net, ingress_ifindex, frame, &p)
+        }
         Err(Reason::NotVip) => return untouched(Reason::NotVip, None),
         Err(reason) => {
             let vip =
@@ -149,7 +206,11 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
             return left(Reason::BadBackend, vip, backend)
         }
         Mode::Ipip => rewrite::ipip_outer_len(&backend),
-        Mode::Gue | Mode::Nat => return left(Reason::ModeUnsupported, vip, backend),
+        Mode::Nat if backend.is_ipv4() != p.dst.is_ipv4() => {
+            return left(Reason::BadBackend, vip, backend)
+        }
+        Mode::Nat => 0,
+        Mode::Gue => return left(Reason::ModeUnsupported, vip, backend),
     };
     let query = FibQuery {
         ingress_ifindex,
@@ -170,6 +231,18 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     let out = match mode {
         Mode::Dsr if hop.via_gateway => return left(Reason::NotAdjacent, vip, backend),
         Mode::Dsr => rewrite::dsr(frame, &hop),
+        Mode::Nat => {
+            let planned = &plan.vips[chosen.vip].vip;
+            let port = planned
+                .backends
+                .iter()
+                .find(|b| b.address == backend)
+                .map_or(0, |b| planned.backend_port(b));
+            rewrite::with_macs(
+                rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port),
+                &hop,
+            )
+        }
         _ => rewrite::ipip(frame, &p, &hop, backend, chosen.hash),
     };
     let (action, reason) = if hop.ifindex == ingress_ifindex {

@@ -22,6 +22,8 @@ pub struct Packet {
     pub l3_off: usize,
     /// IP header + payload as the IP header says (frames may carry padding).
     pub l3_len: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: usize,
     pub proto: u8,
     /// IPv4 TOS or IPv6 traffic class.
     pub tos: u8,
@@ -157,6 +159,7 @@ pub fn parse(frame: &[u8]) -> Result<Packet, Reason> {
         len: frame.len(),
         l3_off: l3.l3_off,
         l3_len: l3.l3_len,
+        l4_off: l4,
         proto: l3.proto,
         tos: l3.tos,
         src: l3.src,

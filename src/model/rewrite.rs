@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use super::parse::{Packet, ETH_P_IP, ETH_P_IPV6};
 use super::Nexthop;
-use crate::checksum;
+use crate::abi::IPPROTO_UDP;
+use crate::checksum::{self, words};
 
 const OUTER_TTL: u8 = 64;
 const IPPROTO_IPIP: u8 = 4;
@@ -90,4 +91,67 @@ pub fn ipip(frame: &[u8], p: &Packet, hop: &Nexthop, backend: IpAddr, hash: u32)
     out.extend_from_slice(&outer);
     out.extend_from_slice(&frame[p.l3_off..]);
     out
+}
+
+/// Which address a NAT rewrite replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Ingress: the destination (VIP -> backend).
+    Dst,
+    /// Return: the source (backend -> VIP).
+    Src,
+}
+
+/// Stateless NAT of one address and (unless 0) one port, with the
+/// incremental checksum updates of `nat_rewrite` in bpf/nat.h.
+pub fn nat(frame: &[u8], p: &Packet, side: Side, addr: IpAddr, port: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let (l3, l4) = (p.l3_off, p.l4_off);
+    let udp = p.proto == IPPROTO_UDP;
+    let at = l4 + if udp { 6 } else { 16 };
+    let mut l4c = u16::from_ne_bytes([f[at], f[at + 1]]);
+    let fix_l4 = !(udp && p.dst.is_ipv4() && l4c == 0);
+    let (field, ip_check) = match (p.dst.is_ipv4(), side) {
+        (true, Side::Dst) => (l3 + 16..l3 + 20, Some(l3 + 10)),
+        (true, Side::Src) => (l3 + 12..l3 + 16, Some(l3 + 10)),
+        (false, Side::Dst) => (l3 + 24..l3 + 40, None),
+        (false, Side::Src) => (l3 + 8..l3 + 24, None),
+    };
+    let new: Vec<u8> = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let old = words(&f[field.clone()]);
+    f[field.clone()].copy_from_slice(&new);
+    let new = words(&new);
+    if let Some(c) = ip_check {
+        let check = checksum::replace(u16::from_ne_bytes([f[c], f[c + 1]]), &old, &new);
+        f[c..c + 2].copy_from_slice(&check.to_ne_bytes());
+    }
+    if fix_l4 {
+        l4c = checksum::replace(l4c, &old, &new);
+    }
+    if port != 0 {
+        let pat = l4 + if side == Side::Dst { 2 } else { 0 };
+        let old = u16::from_ne_bytes([f[pat], f[pat + 1]]);
+        let b = port.to_be_bytes();
+        let new = u16::from_ne_bytes(b);
+        if old != new {
+            f[pat..pat + 2].copy_from_slice(&b);
+            if fix_l4 {
+                l4c = checksum::replace(l4c, &[old], &[new]);
+            }
+        }
+    }
+    if udp && fix_l4 && l4c == 0 {
+        l4c = 0xffff;
+    }
+    f[at..at + 2].copy_from_slice(&l4c.to_ne_bytes());
+    f
+}
+
+/// Sets the MACs of an already rewritten frame.
+pub fn with_macs(mut frame: Vec<u8>, hop: &Nexthop) -> Vec<u8> {
+    set_macs(&mut frame, hop);
+    frame
 }

@@ -44,7 +44,19 @@ pub fn fixture_config() -> Config {
              "backends": [{"address": "10.1.0.11", "weight": 0}]},
             {"name": "small4", "address": "10.100.0.11", "port": 53, "protocol": "udp", "mode": "ipip",
              "table_size": 7,
-             "backends": [{"address": "10.9.0.1"}, {"address": "10.9.0.2"}, {"address": "10.9.0.3"}]}
+             "backends": [{"address": "10.9.0.1"}, {"address": "10.9.0.2"}, {"address": "10.9.0.3"}]},
+            {"name": "nat4", "address": "10.100.0.20", "port": 80, "protocol": "tcp", "mode": "nat",
+             "backends": [{"address": "10.1.0.11", "port": 8080}, {"address": "10.1.0.12"}]},
+            {"name": "nat6", "address": "fd00:100::20", "port": 443, "protocol": "tcp", "mode": "nat",
+             "backends": [{"address": "fd00:1::11", "port": 8443}]},
+            {"name": "natudp4", "address": "10.100.0.21", "port": 53, "protocol": "udp", "mode": "nat",
+             "backends": [{"address": "10.1.0.13", "port": 5353}]},
+            {"name": "natudp6", "address": "fd00:100::21", "port": 53, "protocol": "udp", "mode": "nat",
+             "backends": [{"address": "fd00:1::13", "port": 5353}]},
+            {"name": "natall4", "address": "10.100.0.22", "port": 0, "protocol": "udp", "mode": "nat",
+             "backends": [{"address": "10.2.0.11"}]},
+            {"name": "natfar4", "address": "10.100.0.23", "port": 80, "protocol": "tcp", "mode": "nat",
+             "backends": [{"address": "192.0.2.5", "port": 80}]}
         ]
     }))
     .expect("fixture config parses")

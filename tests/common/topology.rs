@@ -10,6 +10,7 @@
 //!      backend 10.2.0.11 / fd00:2::11
 //!  lt4 (10.3.0.1/24, fd00:3::1/64) -- lt5, NOT in tx_ports
 //!      backend 10.3.0.11 / fd00:3::11
+//!  clients 198.51.100.0/24, 2001:db8:c::/48: via the lt0 gateway
 //!  192.0.2.0/24, 2001:db8:dead::/48: unreachable routes
 //! ```
 
@@ -99,6 +100,9 @@ impl Topology {
         neigh("fd00:3::11", "lt4", mac(11, 0x63));
         sh("ip route add 10.9.0.0/16 via 10.1.0.254 dev lt0");
         sh("ip -6 route add fd00:9::/32 via fd00:1::fe dev lt0");
+        // Clients, for the nat return path: behind the gateway on lt0.
+        sh("ip route add 198.51.100.0/24 via 10.1.0.254 dev lt0");
+        sh("ip -6 route add 2001:db8:c::/48 via fd00:1::fe dev lt0");
         sh("ip route add unreachable 192.0.2.0/24");
         sh("ip -6 route add unreachable 2001:db8:dead::/48");
         Topology { ifaces, neighbours }
@@ -136,7 +140,7 @@ impl Topology {
                 if let Some(i) = self.ifaces.iter().find(|i| o[..3] == i.v4_net) {
                     return Some((i, None));
                 }
-                if o[0] == 10 && o[1] == 9 {
+                if (o[0] == 10 && o[1] == 9) || o[..3] == [198, 51, 100] {
                     return Some((&self.ifaces[0], Some(ip("10.1.0.254"))));
                 }
                 None
@@ -146,7 +150,7 @@ impl Topology {
                 if let Some(i) = self.ifaces.iter().find(|i| s[..4] == i.v6_net) {
                     return Some((i, None));
                 }
-                if s[0] == 0xfd00 && s[1] == 9 {
+                if (s[0] == 0xfd00 && s[1] == 9) || s[..3] == [0x2001, 0xdb8, 0xc] {
                     return Some((&self.ifaces[0], Some(ip("fd00:1::fe"))));
                 }
                 None
