@@ -151,8 +151,10 @@ impl Installed {
     /// VIPs that no longer exist, tables no VIP points to, tables naming
     /// backends that are not the VIP's (republished by the next apply).
     pub fn adopt(maps: &Maps<'_>) -> Result<Installed, DataplaneError> {
-        let mut inst = Installed::default();
-        inst.config = lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())?;
+        let mut inst = Installed {
+            config: lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())?,
+            ..Default::default()
+        };
         let keys: Vec<Vec<u8>> = maps.nat_returns.keys().collect();
         for raw in keys {
             let key = lethe_vip_key::from_bytes(&raw).and_then(|k| records::vip_key_from(&k));
