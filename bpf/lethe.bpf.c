@@ -147,15 +147,19 @@ int lethe_xdp(struct xdp_md *ctx)
 		set_macs(data, &fib);
 		break;
 	case LETHE_MODE_IPIP:
+	case LETHE_MODE_GUE: {
+		__be16 gue_port = vip->mode == LETHE_MODE_GUE ? cfg->gue_port : 0;
+
 		if (be->family == LETHE_AF_INET && p.family == LETHE_AF_INET6)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len + ipip_outer_len(be->family), 1,
-			      &fib);
+		why = nexthop(ctx, &p, be->addr, be->family,
+			      p.l3_len + encap_len(be->family, gue_port != 0), 1, &fib);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
-		if (ipip_encap(ctx, &p, be, &fib, hash))
+		if (encap(ctx, &p, be, &fib, hash, gue_port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_ENCAP_FAILED);
 		break;
+	}
 	case LETHE_MODE_NAT:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);

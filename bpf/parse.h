@@ -22,10 +22,10 @@ struct packet {
 	__u16 l3_len; /* IP header + payload, as the IP header says */
 	__u16 l4_off; /* the TCP/UDP header */
 	__u16 _pad1;
-	__u8 family;  /* enum lethe_family */
-	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 tos;     /* IPv4 TOS or IPv6 traffic class */
-	__u8 _pad;
+	__u8 family;   /* enum lethe_family */
+	__u8 proto;    /* the flow's protocol: IPPROTO_TCP or IPPROTO_UDP */
+	__u8 tos;      /* IPv4 TOS or IPv6 traffic class */
+	__u8 ip_proto; /* the packet's own protocol (the flow's, or ICMP) */
 	__be16 sport;
 	__be16 dport;
 	__be32 src[4]; /* IPv4: src[0] */
@@ -95,6 +95,7 @@ static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 
 	p->family = LETHE_AF_INET;
 	p->proto = iph->protocol;
+	p->ip_proto = iph->protocol;
 	p->tos = iph->tos;
 	p->l3_len = tot_len;
 	p->src[0] = iph->saddr;
@@ -124,6 +125,7 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 
 	p->family = LETHE_AF_INET6;
 	p->proto = ip6h->nexthdr;
+	p->ip_proto = ip6h->nexthdr;
 	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
 	p->l3_len = IPV6_HLEN + payload_len;
 	__builtin_memcpy(p->src, &ip6h->saddr, 16);

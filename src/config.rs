@@ -236,8 +236,6 @@ pub enum ConfigError {
         vip_family: &'static str,
         backend_family: &'static str,
     },
-    #[error("VIP {vip:?}: mode {mode} is not supported by this data plane yet")]
-    ModeUnsupported { vip: String, mode: Mode },
     #[error("VIP {vip:?}: {problem}")]
     Table {
         vip: String,
@@ -400,12 +398,6 @@ impl Vip {
             vip: vip(),
             problem,
         })?;
-        if matches!(self.mode, Mode::Gue) {
-            return Err(ConfigError::ModeUnsupported {
-                vip: vip(),
-                mode: self.mode,
-            });
-        }
         self.health_check
             .validate()
             .map_err(|why| ConfigError::BadHealthCheck { vip: vip(), why })?;
@@ -644,8 +636,8 @@ mod tests {
             ConfigError::BadBackendPort { .. }
         ));
         assert!(matches!(
-            invalid(|c| c.vips[0].mode = Mode::Gue),
-            ConfigError::ModeUnsupported { .. }
+            invalid(|c| c.gue_port = 0),
+            ConfigError::BadGuePort
         ));
         assert!(matches!(
             invalid(|c| {

@@ -448,10 +448,20 @@ async fn bad_input_is_refused_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            "mode not supported yet",
+            "gue carrying IPv6 in IPv4",
             Method::PUT,
             "/v1/config".into(),
-            Some(with(&|v| v["mode"] = json!("gue"))),
+            Some(
+                json!({"vips": [{"name": "g", "address": "fd00::100", "port": 80, "protocol": "tcp",
+                                  "mode": "gue", "backends": [{"address": "10.0.0.1"}]}]}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "gue port 0",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(json!({"gue_port": 0, "vips": []})),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (

@@ -114,6 +114,81 @@ impl Env {
         out
     }
 
+    /// gue: L2 with new MACs and EtherType, the outer IP header and UDP
+    /// header written by etherparse — over IPv6 with the UDP checksum
+    /// computed in full over the inner packet — then the input from L3 on.
+    fn gue(&self, f: &Flow, input: &[u8]) -> Vec<u8> {
+        let pick = self.pick(f);
+        let backend = pick.backend;
+        let (smac, dmac) = self.macs_for(backend);
+        let l3 = if f.vlan.is_some() { 18 } else { 14 };
+        let inner_len = if f.src.is_ipv4() {
+            usize::from(u16::from_be_bytes([input[l3 + 2], input[l3 + 3]]))
+        } else {
+            40 + usize::from(u16::from_be_bytes([input[l3 + 4], input[l3 + 5]]))
+        };
+        let inner = &input[l3..l3 + inner_len];
+        let sport = 0xc000 | (pick.hash & 0x3fff) as u16;
+        let mut out = input[..l3].to_vec();
+        out[0..6].copy_from_slice(&dmac);
+        out[6..12].copy_from_slice(&smac);
+        let src = self.outer_src(backend);
+        match (src, backend) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                out[l3 - 2..l3].copy_from_slice(&0x0800u16.to_be_bytes());
+                let mut h = Ipv4Header::new(
+                    (inner_len + 8) as u16,
+                    64,
+                    IpNumber::UDP,
+                    s.octets(),
+                    d.octets(),
+                )
+                .unwrap();
+                h.dont_fragment = true;
+                h.dscp = etherparse::Ipv4Dscp::try_new(f.tos >> 2).unwrap();
+                h.ecn = etherparse::Ipv4Ecn::try_new(f.tos & 3).unwrap();
+                h.header_checksum = h.calc_header_checksum();
+                h.write(&mut out).unwrap();
+                let udp = etherparse::UdpHeader {
+                    source_port: sport,
+                    destination_port: 6081,
+                    length: (inner_len + 8) as u16,
+                    checksum: 0,
+                };
+                udp.write(&mut out).unwrap();
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                out[l3 - 2..l3].copy_from_slice(&0x86ddu16.to_be_bytes());
+                let h = Ipv6Header {
+                    traffic_class: f.tos,
+                    flow_label: Ipv6FlowLabel::try_new(pick.hash & 0xF_FFFF).unwrap(),
+                    payload_length: (inner_len + 8) as u16,
+                    next_header: IpNumber::UDP,
+                    hop_limit: 64,
+                    source: s.octets(),
+                    destination: d.octets(),
+                };
+                h.write(&mut out).unwrap();
+                let inner_udp_without_csum =
+                    f.src.is_ipv4() && f.udp && inner[26] == 0 && inner[27] == 0;
+                let udp = if inner_udp_without_csum {
+                    etherparse::UdpHeader {
+                        source_port: sport,
+                        destination_port: 6081,
+                        length: (inner_len + 8) as u16,
+                        checksum: 0,
+                    }
+                } else {
+                    etherparse::UdpHeader::with_ipv6_checksum(sport, 6081, &h, inner).unwrap()
+                };
+                udp.write(&mut out).unwrap();
+            }
+            _ => unreachable!(),
+        }
+        out.extend_from_slice(&input[l3..]);
+        out
+    }
+
     /// nat ingress: the same packet built anew (etherparse computes every
     /// checksum from scratch) to the backend and its port, MACs towards it.
     fn nat_in(&self, f: &Flow, zero_udp_csum: bool) -> Vec<u8> {
@@ -545,6 +620,52 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Reason::TruncL4,
         ),
     ];
+    // gue.
+    let gue = |f: &Flow| env.gue(f, &f.frame(m));
+    let g4 = tcp4("10.100.0.30", 80);
+    let g6 = tcp6("fd00:100::30", 443).tos(0x2e);
+    let g46 = Flow::udp("198.51.100.7", 5353, "10.100.0.31", 53);
+    let g6u = Flow::udp("2001:db8:c::7", 5353, "fd00:100::31", 53).payload(333);
+    let mut g46_nocsum = g46.frame(m);
+    zero_udp_checksum(&mut g46_nocsum);
+    v.extend([
+        fwd(
+            "ipv4 tcp to gue VIP: IPv4/UDP to port 6081, checksum 0",
+            frame(&g4),
+            Action::Tx,
+            gue(&g4),
+        ),
+        fwd(
+            "ipv6 tcp to gue VIP: IPv6/UDP, checksum from the inner headers",
+            frame(&g6),
+            Action::Tx,
+            gue(&g6),
+        ),
+        fwd(
+            "ipv4 udp to gue VIP with IPv6 backends",
+            frame(&g46),
+            Action::Tx,
+            gue(&g46),
+        ),
+        fwd(
+            "ipv4 udp without checksum in IPv6 gue: outer checksum 0",
+            g46_nocsum.clone(),
+            Action::Tx,
+            env.gue(&g46, &g46_nocsum),
+        ),
+        fwd(
+            "ipv6 udp to gue VIP on another port: redirect",
+            frame(&g6u),
+            Action::Redirect,
+            gue(&g6u),
+        ),
+        left(
+            "gue would exceed the egress MTU",
+            frame(&tcp4("10.100.0.30", 80).payload(1500 - 40 - 20)),
+            Reason::FragNeeded,
+        ),
+    ]);
+
     // nat, both ways.
     let udp0 = |f: &Flow| {
         let mut x = f.frame(m);

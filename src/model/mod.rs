@@ -202,15 +202,14 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
             return left(Reason::BadBackend, vip, backend)
         }
         Mode::Dsr => 0,
-        Mode::Ipip if backend.is_ipv4() && p.dst.is_ipv6() => {
+        Mode::Ipip | Mode::Gue if backend.is_ipv4() && p.dst.is_ipv6() => {
             return left(Reason::BadBackend, vip, backend)
         }
-        Mode::Ipip => rewrite::ipip_outer_len(&backend),
+        Mode::Ipip | Mode::Gue => rewrite::encap_len(&backend, mode == Mode::Gue),
         Mode::Nat if backend.is_ipv4() != p.dst.is_ipv4() => {
             return left(Reason::BadBackend, vip, backend)
         }
         Mode::Nat => 0,
-        Mode::Gue => return left(Reason::ModeUnsupported, vip, backend),
     };
     let query = FibQuery {
         ingress_ifindex,
@@ -243,7 +242,8 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
                 &hop,
             )
         }
-        _ => rewrite::ipip(frame, &p, &hop, backend, chosen.hash),
+        Mode::Gue => rewrite::encap(frame, &p, &hop, backend, chosen.hash, plan.gue_port),
+        Mode::Ipip => rewrite::encap(frame, &p, &hop, backend, chosen.hash, 0),
     };
     let (action, reason) = if hop.ifindex == ingress_ifindex {
         (Action::Tx, Reason::FwdTx)

@@ -25,6 +25,8 @@ pub struct Packet {
     /// Offset of the TCP/UDP header.
     pub l4_off: usize,
     pub proto: u8,
+    /// The packet's own IP protocol (the flow's, or ICMP for an error).
+    pub ip_proto: u8,
     /// IPv4 TOS or IPv6 traffic class.
     pub tos: u8,
     pub src: IpAddr,
@@ -161,6 +163,7 @@ pub fn parse(frame: &[u8]) -> Result<Packet, Reason> {
         l3_len: l3.l3_len,
         l4_off: l4,
         proto: l3.proto,
+        ip_proto: l3.proto,
         tos: l3.tos,
         src: l3.src,
         dst: l3.dst,

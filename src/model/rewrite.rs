@@ -10,15 +10,60 @@ use crate::checksum::{self, words};
 
 const OUTER_TTL: u8 = 64;
 const IPPROTO_IPIP: u8 = 4;
+
 const IPPROTO_IPV6: u8 = 41;
 const IP_DF: u16 = 0x4000;
 
-pub fn ipip_outer_len(backend: &IpAddr) -> usize {
-    if backend.is_ipv4() {
-        20
+/// Bytes the encapsulation adds: the outer IP header, and for GUE a UDP
+/// header.
+pub fn encap_len(backend: &IpAddr, gue: bool) -> usize {
+    (if backend.is_ipv4() { 20 } else { 40 }) + if gue { 8 } else { 0 }
+}
+
+const GUE_SPORT_BASE: u32 = 0xc000;
+const GUE_SPORT_MASK: u32 = 0x3fff;
+
+/// A 16-bit value as the BPF program sees `bpf_htons(x)` loaded natively.
+fn htons_word(x: u16) -> u32 {
+    u32::from(u16::from_ne_bytes(x.to_be_bytes()))
+}
+
+fn sum_words(bytes: &[u8]) -> u32 {
+    words(bytes).into_iter().map(u32::from).sum()
+}
+
+fn fold16(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// `inner_sum` of bpf/encap.h: the inner packet's one's complement sum
+/// from its headers only; None for an inner IPv4 UDP packet without
+/// checksum.
+fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
+    let l3 = &frame[p.l3_off..];
+    let (sum, pseudo) = if p.dst.is_ipv4() {
+        let l4_len = (p.l3_len - 20) as u16;
+        if p.ip_proto == IPPROTO_UDP && l3[26] == 0 && l3[27] == 0 {
+            return None;
+        }
+        let sum = sum_words(&l3[..20]);
+        if p.ip_proto == 1 {
+            return Some(fold16(sum + 0xffff));
+        }
+        (
+            sum,
+            sum_words(&l3[12..20]) + htons_word(u16::from(p.ip_proto)) + htons_word(l4_len),
+        )
     } else {
-        40
-    }
+        let l4_len = (p.l3_len - 40) as u16;
+        (
+            sum_words(&l3[..40]),
+            sum_words(&l3[8..40]) + htons_word(l4_len) + htons_word(u16::from(p.ip_proto)),
+        )
+    };
+    Some(fold16(sum + u32::from(!fold16(pseudo))))
 }
 
 fn set_macs(frame: &mut [u8], hop: &Nexthop) {
@@ -32,17 +77,17 @@ pub fn dsr(frame: &[u8], hop: &Nexthop) -> Vec<u8> {
     out
 }
 
-fn outer_ipv4(p: &Packet, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+fn outer_ipv4(p: &Packet, src: IpAddr, dst: IpAddr, gue: bool) -> Vec<u8> {
     let (IpAddr::V4(src), IpAddr::V4(dst)) = (src, dst) else {
         unreachable!("IPv4 outer header needs IPv4 addresses");
     };
     let mut h = vec![0u8; 20];
     h[0] = 0x45;
     h[1] = p.tos;
-    h[2..4].copy_from_slice(&((p.l3_len + 20) as u16).to_be_bytes());
+    h[2..4].copy_from_slice(&((p.l3_len + encap_len(&IpAddr::V4(dst), gue)) as u16).to_be_bytes());
     h[6..8].copy_from_slice(&IP_DF.to_be_bytes());
     h[8] = OUTER_TTL;
-    h[9] = IPPROTO_IPIP;
+    h[9] = if gue { IPPROTO_UDP } else { IPPROTO_IPIP };
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
     let csum = checksum::internet(&h);
@@ -50,15 +95,17 @@ fn outer_ipv4(p: &Packet, src: IpAddr, dst: IpAddr) -> Vec<u8> {
     h
 }
 
-fn outer_ipv6(p: &Packet, src: IpAddr, dst: IpAddr, hash: u32) -> Vec<u8> {
+fn outer_ipv6(p: &Packet, src: IpAddr, dst: IpAddr, hash: u32, gue: bool) -> Vec<u8> {
     let (IpAddr::V6(src), IpAddr::V6(dst)) = (src, dst) else {
         unreachable!("IPv6 outer header needs IPv6 addresses");
     };
     let mut h = vec![0u8; 40];
     let first = (6u32 << 28) | (u32::from(p.tos) << 20) | (hash & 0xF_FFFF);
     h[0..4].copy_from_slice(&first.to_be_bytes());
-    h[4..6].copy_from_slice(&(p.l3_len as u16).to_be_bytes());
-    h[6] = if p.dst.is_ipv4() {
+    h[4..6].copy_from_slice(&((p.l3_len + if gue { 8 } else { 0 }) as u16).to_be_bytes());
+    h[6] = if gue {
+        IPPROTO_UDP
+    } else if p.dst.is_ipv4() {
         IPPROTO_IPIP
     } else {
         IPPROTO_IPV6
@@ -69,9 +116,18 @@ fn outer_ipv6(p: &Packet, src: IpAddr, dst: IpAddr, hash: u32) -> Vec<u8> {
     h
 }
 
-/// The encapsulated frame: the L2 header (and its tag) with new MACs and
-/// EtherType, the outer header, then the original frame from L3 on.
-pub fn ipip(frame: &[u8], p: &Packet, hop: &Nexthop, backend: IpAddr, hash: u32) -> Vec<u8> {
+/// The encapsulated frame (gue_port 0: IPIP, else GUE to that port): the
+/// L2 header (and its tag) with new MACs and EtherType, the outer header(s),
+/// then the original frame from L3 on.
+pub fn encap(
+    frame: &[u8],
+    p: &Packet,
+    hop: &Nexthop,
+    backend: IpAddr,
+    hash: u32,
+    gue_port: u16,
+) -> Vec<u8> {
+    let gue = gue_port != 0;
     let mut l2 = frame[..p.l3_off].to_vec();
     set_macs(&mut l2, hop);
     let ethertype = if backend.is_ipv4() {
@@ -81,11 +137,37 @@ pub fn ipip(frame: &[u8], p: &Packet, hop: &Nexthop, backend: IpAddr, hash: u32)
     };
     let at = p.l3_off - 2;
     l2[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
-    let outer = if backend.is_ipv4() {
-        outer_ipv4(p, hop.src, backend)
+    let mut outer = if backend.is_ipv4() {
+        outer_ipv4(p, hop.src, backend, gue)
     } else {
-        outer_ipv6(p, hop.src, backend, hash)
+        outer_ipv6(p, hop.src, backend, hash, gue)
     };
+    if gue {
+        let sport = ((GUE_SPORT_BASE | (hash & GUE_SPORT_MASK)) as u16).to_be_bytes();
+        let udp_len = ((p.l3_len + 8) as u16).to_be_bytes();
+        let mut udp = vec![0u8; 8];
+        udp[0..2].copy_from_slice(&sport);
+        udp[2..4].copy_from_slice(&gue_port.to_be_bytes());
+        udp[4..6].copy_from_slice(&udp_len);
+        if backend.is_ipv6() {
+            if let Some(inner) = inner_sum(frame, p) {
+                let w = |b: [u8; 2]| u32::from(u16::from_ne_bytes(b));
+                let sum = sum_words(&outer[8..40])
+                    + w(udp_len)
+                    + htons_word(u16::from(IPPROTO_UDP))
+                    + w(sport)
+                    + w(gue_port.to_be_bytes())
+                    + w(udp_len)
+                    + u32::from(inner);
+                let c = match checksum::fold(sum) {
+                    0 => 0xffff,
+                    c => c,
+                };
+                udp[6..8].copy_from_slice(&c.to_ne_bytes());
+            }
+        }
+        outer.extend_from_slice(&udp);
+    }
     let mut out = Vec::with_capacity(frame.len() + outer.len());
     out.extend_from_slice(&l2);
     out.extend_from_slice(&outer);

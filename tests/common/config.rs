@@ -8,6 +8,7 @@ use lethe::config::Config;
 pub fn fixture_config() -> Config {
     serde_json::from_value(serde_json::json!({
         "hash_seed": 0x5eed,
+        "gue_port": 6081,
         "vips": [
             {"name": "web4", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
              "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]},
@@ -56,7 +57,15 @@ pub fn fixture_config() -> Config {
             {"name": "natall4", "address": "10.100.0.22", "port": 0, "protocol": "udp", "mode": "nat",
              "backends": [{"address": "10.2.0.11"}]},
             {"name": "natfar4", "address": "10.100.0.23", "port": 80, "protocol": "tcp", "mode": "nat",
-             "backends": [{"address": "192.0.2.5", "port": 80}]}
+             "backends": [{"address": "192.0.2.5", "port": 80}]},
+            {"name": "gue4", "address": "10.100.0.30", "port": 80, "protocol": "tcp", "mode": "gue",
+             "backends": [{"address": "10.9.0.1"}, {"address": "10.9.0.2"}]},
+            {"name": "gue6", "address": "fd00:100::30", "port": 443, "protocol": "tcp", "mode": "gue",
+             "backends": [{"address": "fd00:9::1"}, {"address": "fd00:9::2"}]},
+            {"name": "gue4in6", "address": "10.100.0.31", "port": 53, "protocol": "udp", "mode": "gue",
+             "backends": [{"address": "fd00:9::1"}]},
+            {"name": "gue6udp", "address": "fd00:100::31", "port": 53, "protocol": "udp", "mode": "gue",
+             "backends": [{"address": "fd00:2::11"}]}
         ]
     }))
     .expect("fixture config parses")
