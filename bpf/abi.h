@@ -142,6 +142,38 @@ struct lethe_event {
 #define LETHE_EVENTS_SENT 0
 #define LETHE_EVENTS_DROPPED 1
 
+/*
+ * The backend-side decap program (bpf/decap.bpf.c): what it did with a
+ * packet. It never drops: what it does not strip, it passes untouched.
+ * Append only.
+ */
+enum lethe_decap_reason {
+	LETHE_D_IPIP = 0,        /* IPv4 in IPv4, stripped */
+	LETHE_D_IP6IP6 = 1,      /* IPv6 in IPv6, stripped */
+	LETHE_D_IP4IN6 = 2,      /* IPv4 in IPv6, stripped */
+	LETHE_D_GUE4 = 3,        /* GUE over IPv4, stripped */
+	LETHE_D_GUE6 = 4,        /* GUE over IPv6, stripped */
+	LETHE_D_NOT_ENCAP = 5,   /* not an encapsulation it strips: passed */
+	LETHE_D_NOT_LOCAL = 6,   /* outer destination not this host's: passed */
+	LETHE_D_FRAGMENT = 7,    /* outer fragment or IPv4 options: passed */
+	LETHE_D_MALFORMED = 8,   /* cut short or inconsistent: passed */
+	LETHE_D_MAX = 9,
+};
+
+/* decap_config[0] */
+struct lethe_decap_config {
+	__be16 gue_port; /* 0: GUE not stripped */
+	__u16 _pad0;
+	__u32 _reserved;
+};
+
+/* Key of decap_local: an address of this host (IPv4: addr[0..4]). */
+struct lethe_local_addr {
+	__u8 addr[16];
+	__u8 family;
+	__u8 _pad[3];
+};
+
 /* Value of the per-CPU counter arrays (per VIP, per backend, per reason). */
 struct lethe_counter {
 	__u64 packets;
@@ -196,6 +228,9 @@ struct lethe_abi_enums {
 	struct lethe_trace trace;
 	struct lethe_event event;
 	struct lethe_nat_return nat_return;
+	enum lethe_decap_reason decap_reason;
+	struct lethe_decap_config decap_config;
+	struct lethe_local_addr local_addr;
 };
 
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
@@ -203,6 +238,8 @@ _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
 _Static_assert(sizeof(struct lethe_nat_return) == 24, "lethe_nat_return size");
+_Static_assert(sizeof(struct lethe_decap_config) == 8, "lethe_decap_config size");
+_Static_assert(sizeof(struct lethe_local_addr) == 20, "lethe_local_addr size");
 _Static_assert(sizeof(struct lethe_counter) == 16, "lethe_counter size");
 _Static_assert(sizeof(struct lethe_event) == 64, "lethe_event size");
 _Static_assert(sizeof(struct lethe_trace) == 24, "lethe_trace size: metadata is at most 32 bytes, a multiple of 4");

@@ -172,6 +172,56 @@ reasons! {
     Internal = 26 => "internal": "a map that always exists did not",
 }
 
+/// What the backend-side decap program did with a packet
+/// (`enum lethe_decap_reason`). It never drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum DecapReason {
+    Ipip = 0,
+    Ip6ip6 = 1,
+    Ip4in6 = 2,
+    Gue4 = 3,
+    Gue6 = 4,
+    NotEncap = 5,
+    NotLocal = 6,
+    Fragment = 7,
+    Malformed = 8,
+}
+
+impl DecapReason {
+    pub const ALL: [DecapReason; 9] = [
+        DecapReason::Ipip,
+        DecapReason::Ip6ip6,
+        DecapReason::Ip4in6,
+        DecapReason::Gue4,
+        DecapReason::Gue6,
+        DecapReason::NotEncap,
+        DecapReason::NotLocal,
+        DecapReason::Fragment,
+        DecapReason::Malformed,
+    ];
+
+    /// The C name, lowercase, without `LETHE_D_`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecapReason::Ipip => "ipip",
+            DecapReason::Ip6ip6 => "ip6ip6",
+            DecapReason::Ip4in6 => "ip4in6",
+            DecapReason::Gue4 => "gue4",
+            DecapReason::Gue6 => "gue6",
+            DecapReason::NotEncap => "not_encap",
+            DecapReason::NotLocal => "not_local",
+            DecapReason::Fragment => "fragment",
+            DecapReason::Malformed => "malformed",
+        }
+    }
+
+    /// Whether the packet was stripped (else passed untouched).
+    pub fn stripped(self) -> bool {
+        (self as u32) <= DecapReason::Gue6 as u32
+    }
+}
+
 /// `LETHE_R_MAX`: the number of reasons.
 pub const REASON_COUNT: u32 = 27;
 

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod decap;
 pub mod edit;
 pub mod events;
 pub mod flow_hash;

@@ -156,6 +156,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// On a backend host: strip the ipip and gue encapsulations the load
+    /// balancer adds, for hosts without tunnel modules.
+    Decap {
+        #[command(subcommand)]
+        command: DecapCommand,
+        #[arg(long, default_value = "/sys/fs/bpf", hide = true, global = true)]
+        bpffs: PathBuf,
+    },
     /// Validate a configuration file and show each VIP's table shares.
     Plan { config: PathBuf },
     /// Forward in the foreground from a configuration file, without the API
@@ -230,6 +238,25 @@ enum BackendCommand {
         vip: String,
         address: IpAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum DecapCommand {
+    /// Attach (or upgrade in place) the decap program on IFACE; it stays
+    /// attached after this command returns.
+    Attach {
+        iface: String,
+        /// GUE destination port to strip (0: no GUE).
+        #[arg(long, default_value_t = lethe::config::DEFAULT_GUE_PORT)]
+        gue_port: u16,
+        #[arg(long)]
+        generic: bool,
+    },
+    /// Detach the decap program from IFACE (and unpin it when no interface
+    /// is left).
+    Detach { iface: String },
+    /// Where it is attached and what it did.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -593,6 +620,15 @@ fn dispatch(command: Command) -> Result<()> {
                 )
             }
             None => cli::trace(&api.client(), src, sport, dst, dport, proto.into()),
+        },
+        Command::Decap { command, bpffs } => match command {
+            DecapCommand::Attach {
+                iface,
+                gue_port,
+                generic,
+            } => lethe::decap::attach(&bpffs, &iface, gue_port, generic),
+            DecapCommand::Detach { iface } => lethe::decap::detach(&bpffs, &iface),
+            DecapCommand::Status => lethe::decap::status(&bpffs),
         },
         Command::Plan { config } => read_plan(&config).map(|p| show_plan(&p)),
         Command::Run {

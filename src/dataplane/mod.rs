@@ -4,6 +4,7 @@
 
 mod apply;
 mod attach;
+pub mod decap;
 pub mod events;
 mod pass;
 pub mod pin;
@@ -27,6 +28,7 @@ use crate::abi::{self, Action, Reason, REASON_COUNT};
 use crate::plan::VipKey;
 
 pub use attach::{AttachMode, LinkOutcome, XdpLink};
+pub use decap::DecapProgram;
 pub use pass::PassProgram;
 pub use records::Pod;
 pub use skel::types;

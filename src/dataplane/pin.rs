@@ -63,6 +63,11 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Detaches and unpins the link of one interface; false if none was pinned.
+pub fn detach_link(dir: &Path, ifname: &str) -> Result<bool, DataplaneError> {
+    detach_pinned(&link_path(dir, ifname))
+}
+
 /// What `remove_instance` took away.
 #[derive(Debug, Default)]
 pub struct Removed {

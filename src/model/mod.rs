@@ -4,6 +4,7 @@
 //! tests can hold the kernel program to it byte for byte, and `trace` can
 //! say which backend a flow gets without sending a packet.
 
+pub mod decap;
 mod parse;
 pub mod probe;
 mod rewrite;
