@@ -263,7 +263,7 @@ fn decap_fixtures() {
     let cfg = config();
     prog.configure(cfg.gue_port, &cfg.local).unwrap();
     let mut failures = Vec::new();
-    println!("\n{:<48} {:<10} {}", "decap fixture", "result", "reason");
+    println!("\n{:<48} {:<10} reason", "decap fixture", "result");
     for c in cases() {
         let before = counters(&prog);
         let run = prog.test_run(&c.input).unwrap();
