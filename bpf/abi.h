@@ -216,7 +216,10 @@ enum lethe_reason {
 	LETHE_R_ENCAP_FAILED = 24, /* no headroom for the outer header */
 	LETHE_R_MODE_UNSUPPORTED = 25,
 	LETHE_R_INTERNAL = 26,     /* a map that always exists did not */
-	LETHE_R_MAX = 27,
+	/* later additions, with their verdicts */
+	LETHE_R_ICMP_INNER = 27,   /* ICMP error whose inner packet names no flow (passed) */
+	LETHE_R_TOO_BIG = 28,      /* too big for the path: answered with ICMP (tx) */
+	LETHE_R_MAX = 29,
 };
 
 /* Puts the ABI enums in the object's BTF (as a .rodata variable), where

@@ -26,6 +26,7 @@
 #define IP_OFFSET 0x1FFF
 #define IP_DF 0x4000
 #define LETHE_OUTER_TTL 64
+#define IPPROTO_ICMPV6 58
 
 /* The flow hash reads header words as little-endian loads; the Rust twin
  * does the same with u32::from_le_bytes. */

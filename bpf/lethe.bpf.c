@@ -16,15 +16,17 @@
 #include "forward.h"
 #include "encap.h"
 #include "nat.h"
+#include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct lethe_abi_enums lethe_abi = {};
 
-/* Reasons from PASS onwards up to the first DROP pass; the rest drop. */
+/* The verdict of a reason that is not a forward: the pass group (NOT_IP
+ * up to the first drop reason, and ICMP_INNER), else drop. */
 static __always_inline int reason_action(enum lethe_reason why)
 {
-	if (why >= LETHE_R_NOT_IP && why < LETHE_R_TRUNC_ETH)
+	if ((why >= LETHE_R_NOT_IP && why < LETHE_R_TRUNC_ETH) || why == LETHE_R_ICMP_INNER)
 		return XDP_PASS;
 	return XDP_DROP;
 }
@@ -112,7 +114,7 @@ int lethe_xdp(struct xdp_md *ctx)
 
 	vip = find_vip(&p);
 	if (!vip) {
-		if (cfg->flags & LETHE_CFG_F_NAT)
+		if ((cfg->flags & LETHE_CFG_F_NAT) && !p.icmp)
 			return nat_return_path(ctx, &p);
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
 	}
@@ -138,6 +140,8 @@ int lethe_xdp(struct xdp_md *ctx)
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
+		if (why == LETHE_R_FRAG_NEEDED)
+			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (!nexthop_is_backend(&fib, be))
@@ -154,6 +158,8 @@ int lethe_xdp(struct xdp_md *ctx)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		why = nexthop(ctx, &p, be->addr, be->family,
 			      p.l3_len + encap_len(be->family, gue_port != 0), 1, &fib);
+		if (why == LETHE_R_FRAG_NEEDED)
+			return answer_too_big(ctx, &p, &fib, encap_len(be->family, gue_port != 0));
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (encap(ctx, &p, be, &fib, hash, gue_port))
@@ -164,9 +170,12 @@ int lethe_xdp(struct xdp_md *ctx)
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
+		if (why == LETHE_R_FRAG_NEEDED)
+			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
-		if (nat_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port))
+		if (p.icmp ? nat_icmp_rewrite(data, data_end, &p, be->addr, be->port)
+			   : nat_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_INTERNAL);
 		if (data + sizeof(struct ethhdr) > data_end)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);

@@ -91,6 +91,137 @@ static __always_inline int nat_rewrite(void *data, void *data_end, const struct 
 	return 0;
 }
 
+/* Updates an inner TCP/UDP checksum for changed words and returns the new
+ * value (UDP: 0 stays 0 over IPv4, a result of 0 is sent as 0xffff). */
+static __always_inline __u16 inner_l4_csum(__u16 check, int udp, int v4, const __u16 *from,
+					   const __u16 *to, int words, __be16 old_port,
+					   __be16 new_port)
+{
+	if (udp && v4 && check == 0)
+		return 0;
+	check = csum_replace(check, from, to, words);
+	if (old_port != new_port)
+		check = csum_replace16(check, old_port, new_port);
+	if (udp && check == 0)
+		check = 0xffff;
+	return check;
+}
+
+/*
+ * nat for an ICMP error about a flow: the error is addressed to the VIP
+ * about a packet the VIP "sent" (that the backend sent and the return path
+ * rewrote). The outer destination becomes the backend, and inside, the
+ * invoking packet's source becomes backend:port again — its IPv4 header
+ * checksum, its TCP/UDP checksum when the error carries it, and the ICMP
+ * checksum (over the message; for ICMPv6 also the pseudo-header) follow.
+ */
+static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const struct packet *p,
+					    const __u8 *addr, __be16 port)
+{
+	__u32 l3_off = p->l3_off, l4_off = p->l4_off, inner_off = p->inner_off;
+	__u32 ip_end = p->l3_off + p->l3_len;
+	int udp = p->proto == IPPROTO_UDP;
+	struct udphdr *ports;
+	__u16 *icsum, *l4csum = 0;
+	__be16 old_port;
+	void *icmp;
+
+	if (l3_off > ETH_HLEN + VLAN_HLEN || l4_off > ETH_HLEN + VLAN_HLEN + IPV6_HLEN ||
+	    inner_off > ETH_HLEN + VLAN_HLEN + IPV6_HLEN + ICMP_HLEN)
+		return -1;
+	icmp = data + l4_off;
+	if (icmp + ICMP_HLEN > data_end)
+		return -1;
+	icsum = icmp + 2;
+
+	if (p->family == LETHE_AF_INET) {
+		struct iphdr *iph = data + l3_off, *ii = data + inner_off;
+		__be32 old, new, old_check;
+
+		if ((void *)(iph + 1) > data_end || (void *)(ii + 1) > data_end)
+			return -1;
+		ports = (void *)(ii + 1);
+		if ((void *)(ports + 1) > data_end)
+			return -1;
+		__builtin_memcpy(&new, addr, 4);
+		old = iph->daddr;
+		iph->daddr = new;
+		iph->check = csum_replace(iph->check, (__u16 *)&old, (__u16 *)&new, 2);
+
+		old = ii->saddr;
+		ii->saddr = new;
+		old_check = ii->check;
+		ii->check = csum_replace(ii->check, (__u16 *)&old, (__u16 *)&new, 2);
+		*icsum = csum_replace(*icsum, (__u16 *)&old, (__u16 *)&new, 2);
+		*icsum = csum_replace16(*icsum, old_check, ii->check);
+
+		old_port = ports->source;
+		if (port && port != old_port) {
+			ports->source = port;
+			*icsum = csum_replace16(*icsum, old_port, port);
+		} else {
+			port = old_port;
+		}
+		if (udp) {
+			l4csum = &ports->check;
+		} else if (inner_off + IPV4_HLEN + TCP_HLEN <= ip_end) {
+			struct tcphdr *th = (void *)(ii + 1);
+
+			if ((void *)(th + 1) > data_end)
+				return -1;
+			l4csum = &th->check;
+		}
+		if (l4csum) {
+			__u16 was = *l4csum;
+
+			*l4csum = inner_l4_csum(was, udp, 1, (__u16 *)&old, (__u16 *)&new, 2, old_port, port);
+			*icsum = csum_replace16(*icsum, was, *l4csum);
+		}
+	} else {
+		struct ipv6hdr *ip6h = data + l3_off, *ii = data + inner_off;
+		__u32 old[4], new[4];
+
+		if ((void *)(ip6h + 1) > data_end || (void *)(ii + 1) > data_end)
+			return -1;
+		ports = (void *)(ii + 1);
+		if ((void *)(ports + 1) > data_end)
+			return -1;
+		__builtin_memcpy(new, addr, 16);
+		/* The ICMPv6 checksum covers the outer destination too. */
+		__builtin_memcpy(old, &ip6h->daddr, 16);
+		__builtin_memcpy(&ip6h->daddr, new, 16);
+		*icsum = csum_replace(*icsum, (__u16 *)old, (__u16 *)new, 8);
+
+		__builtin_memcpy(old, &ii->saddr, 16);
+		__builtin_memcpy(&ii->saddr, new, 16);
+		*icsum = csum_replace(*icsum, (__u16 *)old, (__u16 *)new, 8);
+
+		old_port = ports->source;
+		if (port && port != old_port) {
+			ports->source = port;
+			*icsum = csum_replace16(*icsum, old_port, port);
+		} else {
+			port = old_port;
+		}
+		if (udp) {
+			l4csum = &ports->check;
+		} else if (inner_off + IPV6_HLEN + TCP_HLEN <= ip_end) {
+			struct tcphdr *th = (void *)(ii + 1);
+
+			if ((void *)(th + 1) > data_end)
+				return -1;
+			l4csum = &th->check;
+		}
+		if (l4csum) {
+			__u16 was = *l4csum;
+
+			*l4csum = inner_l4_csum(was, udp, 0, (__u16 *)old, (__u16 *)new, 8, old_port, port);
+			*icsum = csum_replace16(*icsum, was, *l4csum);
+		}
+	}
+	return 0;
+}
+
 static __always_inline const struct lethe_nat_return *find_nat_return(const struct packet *p)
 {
 	struct lethe_vip_key key = {};

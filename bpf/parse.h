@@ -16,6 +16,12 @@
 /* Returned by parse() when the packet is a TCP/UDP candidate for a VIP. */
 #define PARSE_OK LETHE_R_MAX
 
+#define ICMP_HLEN 8
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+
 struct packet {
 	__u32 len;    /* frame length on arrival */
 	__u16 l3_off; /* ETH_HLEN, or ETH_HLEN + VLAN_HLEN when tagged */
@@ -37,6 +43,11 @@ struct packet {
 	__u32 hash;
 	__u8 mode;
 	__u8 sample; /* emit a decision event at the exit */
+	__u8 df;     /* IPv4 don't-fragment set */
+	/* An ICMP error about a flow: the flow fields above are that flow's,
+	 * as the client sent it (the inner packet's, inverted). */
+	__u8 icmp;
+	__u16 inner_off; /* the inner IP header */
 };
 
 static __always_inline int ipv6_is_ext_header(__u8 nexthdr)
@@ -71,6 +82,74 @@ static __always_inline enum lethe_reason parse_l4(void *data, void *l4, void *da
 	return PARSE_OK;
 }
 
+/*
+ * The inner packet of an ICMP error (RFC 792 / 4443: the invoking packet's
+ * IP header and at least 8 bytes of it), which the error is about: a packet
+ * a backend sent as the VIP to a client. The flow it belongs to is that
+ * packet inverted: client -> VIP.
+ */
+static __always_inline enum lethe_reason parse_icmp_inner(void *data, void *data_end,
+							  struct packet *p, void *inner)
+{
+	struct udphdr *ports;
+
+	if (p->family == LETHE_AF_INET) {
+		struct iphdr *ii = inner;
+
+		if ((void *)(ii + 1) > data_end)
+			return LETHE_R_ICMP_INNER;
+		if (ii->version != 4 || ii->ihl != 5 || (ii->frag_off & bpf_htons(IP_OFFSET)))
+			return LETHE_R_ICMP_INNER;
+		if (ii->protocol != IPPROTO_TCP && ii->protocol != IPPROTO_UDP)
+			return LETHE_R_ICMP_INNER;
+		ports = (void *)(ii + 1);
+		if ((void *)(ports + 1) > data_end)
+			return LETHE_R_ICMP_INNER;
+		p->proto = ii->protocol;
+		p->src[0] = ii->daddr;
+		p->dst[0] = ii->saddr;
+	} else {
+		struct ipv6hdr *ii = inner;
+
+		if ((void *)(ii + 1) > data_end)
+			return LETHE_R_ICMP_INNER;
+		if (ii->version != 6)
+			return LETHE_R_ICMP_INNER;
+		if (ii->nexthdr != IPPROTO_TCP && ii->nexthdr != IPPROTO_UDP)
+			return LETHE_R_ICMP_INNER;
+		ports = (void *)(ii + 1);
+		if ((void *)(ports + 1) > data_end)
+			return LETHE_R_ICMP_INNER;
+		p->proto = ii->nexthdr;
+		__builtin_memcpy(p->src, &ii->daddr, 16);
+		__builtin_memcpy(p->dst, &ii->saddr, 16);
+	}
+	p->sport = ports->dest;
+	p->dport = ports->source;
+	p->inner_off = inner - data;
+	p->icmp = 1;
+	return PARSE_OK;
+}
+
+/* An ICMP or ICMPv6 packet: a destination-unreachable (or packet-too-big)
+ * error is routed like the flow it is about; anything else is passed. */
+static __always_inline enum lethe_reason parse_icmp(void *data, void *data_end, struct packet *p,
+						    void *icmp, __u32 l4_len)
+{
+	__u32 inner_hlen = p->family == LETHE_AF_INET ? IPV4_HLEN : IPV6_HLEN;
+	__u8 *type = icmp;
+
+	if (l4_len < ICMP_HLEN || icmp + ICMP_HLEN > data_end)
+		return LETHE_R_L4_PROTO;
+	if (p->family == LETHE_AF_INET ? *type != ICMP_DEST_UNREACH
+				       : *type != ICMPV6_DEST_UNREACH && *type != ICMPV6_PKT_TOOBIG)
+		return LETHE_R_L4_PROTO;
+	if (l4_len < ICMP_HLEN + inner_hlen + UDP_HLEN)
+		return LETHE_R_ICMP_INNER;
+	p->l4_off = icmp - data;
+	return parse_icmp_inner(data, data_end, p, icmp + ICMP_HLEN);
+}
+
 static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 						    struct packet *p)
 {
@@ -90,14 +169,18 @@ static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 		return LETHE_R_IPV4_OPTIONS;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return LETHE_R_FRAGMENT;
-	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP &&
+	    iph->protocol != IPPROTO_ICMP)
 		return LETHE_R_L4_PROTO;
 
 	p->family = LETHE_AF_INET;
 	p->proto = iph->protocol;
 	p->ip_proto = iph->protocol;
 	p->tos = iph->tos;
+	p->df = !!(iph->frag_off & bpf_htons(IP_DF));
 	p->l3_len = tot_len;
+	if (iph->protocol == IPPROTO_ICMP)
+		return parse_icmp(data, data_end, p, iph + 1, tot_len - IPV4_HLEN);
 	p->src[0] = iph->saddr;
 	p->dst[0] = iph->daddr;
 	return parse_l4(data, iph + 1, data_end, tot_len - IPV4_HLEN, p);
@@ -120,7 +203,8 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 		return LETHE_R_FRAGMENT;
 	if (ipv6_is_ext_header(ip6h->nexthdr))
 		return LETHE_R_IPV6_EXT;
-	if (ip6h->nexthdr != IPPROTO_TCP && ip6h->nexthdr != IPPROTO_UDP)
+	if (ip6h->nexthdr != IPPROTO_TCP && ip6h->nexthdr != IPPROTO_UDP &&
+	    ip6h->nexthdr != IPPROTO_ICMPV6)
 		return LETHE_R_L4_PROTO;
 
 	p->family = LETHE_AF_INET6;
@@ -128,6 +212,8 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 	p->ip_proto = ip6h->nexthdr;
 	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
 	p->l3_len = IPV6_HLEN + payload_len;
+	if (ip6h->nexthdr == IPPROTO_ICMPV6)
+		return parse_icmp(data, data_end, p, ip6h + 1, payload_len);
 	__builtin_memcpy(p->src, &ip6h->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6h->daddr, 16);
 	return parse_l4(data, ip6h + 1, data_end, payload_len, p);

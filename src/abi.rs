@@ -170,6 +170,8 @@ reasons! {
     EncapFailed = 24 => "encap_failed": "no headroom for the outer header",
     ModeUnsupported = 25 => "mode_unsupported": "VIP mode not forwarded by this program",
     Internal = 26 => "internal": "a map that always exists did not",
+    IcmpInner = 27 => "icmp_inner": "ICMP error whose inner packet names no flow (passed)",
+    TooBig = 28 => "too_big": "too big for the path: answered with ICMP",
 }
 
 /// What the backend-side decap program did with a packet
@@ -223,7 +225,7 @@ impl DecapReason {
 }
 
 /// `LETHE_R_MAX`: the number of reasons.
-pub const REASON_COUNT: u32 = 27;
+pub const REASON_COUNT: u32 = 29;
 
 impl Reason {
     pub fn from_raw(v: u32) -> Option<Reason> {
@@ -232,10 +234,14 @@ impl Reason {
 
     /// The verdict a non-forwarding reason implies (`reason_action()` in C).
     pub fn implied_action(self) -> Action {
-        if (Reason::NotIp as u32..Reason::TruncEth as u32).contains(&(self as u32)) {
-            Action::Pass
-        } else {
-            Action::Drop
+        match self {
+            Reason::FwdTx | Reason::TooBig => Action::Tx,
+            Reason::FwdRedirect => Action::Redirect,
+            Reason::IcmpInner => Action::Pass,
+            r if (Reason::NotIp as u32..Reason::TruncEth as u32).contains(&(r as u32)) => {
+                Action::Pass
+            }
+            _ => Action::Drop,
         }
     }
 }

@@ -312,6 +312,16 @@ fn fwd(name: &'static str, input: Vec<u8>, action: Action, output: Vec<u8>) -> F
     }
 }
 
+fn fwd_as(name: &'static str, input: Vec<u8>, reason: Reason, output: Vec<u8>) -> Fixture {
+    Fixture {
+        name,
+        input,
+        action: reason.implied_action(),
+        reason,
+        output: Expect::Frame(output),
+    }
+}
+
 fn left(name: &'static str, input: Vec<u8>, reason: Reason) -> Fixture {
     Fixture {
         name,
@@ -540,10 +550,11 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             frame(&tcp4("10.100.0.9", 80)),
             Reason::NoTxPort,
         ),
-        left(
-            "ipip would exceed the egress MTU",
+        fwd_as(
+            "ipip would exceed the egress MTU: the client is told the MTU",
             frame(&tcp4("10.100.0.2", 80).payload(1500 - 40)),
-            Reason::FragNeeded,
+            Reason::TooBig,
+            too_big_answer(&frame(&tcp4("10.100.0.2", 80).payload(1500 - 40)), 14, 1480),
         ),
         left(
             "802.1Q tag cut short",
@@ -659,10 +670,15 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Action::Redirect,
             gue(&g6u),
         ),
-        left(
-            "gue would exceed the egress MTU",
+        fwd_as(
+            "gue would exceed the egress MTU: the client is told the MTU",
             frame(&tcp4("10.100.0.30", 80).payload(1500 - 40 - 20)),
-            Reason::FragNeeded,
+            Reason::TooBig,
+            too_big_answer(
+                &frame(&tcp4("10.100.0.30", 80).payload(1500 - 40 - 20)),
+                14,
+                1472,
+            ),
         ),
     ]);
 
@@ -767,6 +783,224 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         ),
     ]);
 
+    // Too big for the path: answered, or not.
+    let big = |f: Flow| f.frame(m);
+    let mut no_df = big(tcp4("10.100.0.2", 80).payload(1500 - 40));
+    no_df[14 + 6] = 0;
+    fix_ipv4_csum(&mut no_df[14..]);
+    let dsr_big = big(tcp4("10.100.0.1", 80).payload(1500 - 40 + 1));
+    let dsr6_big = big(tcp6("fd00:100::1", 80).payload(1500 - 60 + 1));
+    let gue6_big = big(tcp6("fd00:100::30", 443).payload(1400));
+    let tagged_big = big(tcp4("10.100.0.2", 80).payload(1500 - 40).vlan(9));
+    v.extend([
+        fwd_as(
+            "dsr over the egress MTU: the client is told it",
+            dsr_big.clone(),
+            Reason::TooBig,
+            too_big_answer(&dsr_big, 14, 1500),
+        ),
+        fwd_as(
+            "ipv6 dsr over the egress MTU: packet-too-big",
+            dsr6_big.clone(),
+            Reason::TooBig,
+            too_big_answer(&dsr6_big, 14, 1500),
+        ),
+        fwd_as(
+            "ipv6 gue over the egress MTU: packet-too-big with the MTU less 48",
+            gue6_big.clone(),
+            Reason::TooBig,
+            too_big_answer(&gue6_big, 14, 1452),
+        ),
+        fwd_as(
+            "802.1Q-tagged, too big for ipip: answered on the tag",
+            tagged_big.clone(),
+            Reason::TooBig,
+            too_big_answer(&tagged_big, 18, 1480),
+        ),
+        left(
+            "too big without DF: dropped, nothing to answer",
+            no_df,
+            Reason::FragNeeded,
+        ),
+    ]);
+
+    // ICMP errors about VIP flows go to the flow's backend, in every mode.
+    let (router4, router6) = ("10.1.0.254", "fd00:1::fe");
+    let cmac = common::packets::CLIENT_MAC;
+    let err = |router: &str, to: &str, q: &[u8]| icmp_error(cmac, m, router, to, q, 1400);
+    let client_flow = |vip: &str, port: u16| {
+        if vip.contains(':') {
+            Flow::tcp("2001:db8:c::7", 40_001, vip, port)
+        } else {
+            Flow::tcp("198.51.100.7", 40_001, vip, port)
+        }
+    };
+    let reply = |vip: &str, port: u16| {
+        if vip.contains(':') {
+            Flow::tcp(vip, port, "2001:db8:c::7", 40_001).payload(100)
+        } else {
+            Flow::tcp(vip, port, "198.51.100.7", 40_001).payload(100)
+        }
+    };
+    let routed = |f: &Flow, input: &[u8]| {
+        let (smac, dmac) = env.macs_for(env.pick(f).backend);
+        let mut out = input.to_vec();
+        out[0..6].copy_from_slice(&dmac);
+        out[6..12].copy_from_slice(&smac);
+        out
+    };
+    let e_dsr = err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 80), 28));
+    let e_dsr6 = err(
+        router6,
+        "fd00:100::1",
+        &quote(&reply("fd00:100::1", 80), 48),
+    );
+    let e_ipip = err(
+        router4,
+        "10.100.0.2",
+        &quote(&reply("10.100.0.2", 9999), 48),
+    );
+    let e_gue6 = err(
+        router6,
+        "fd00:100::30",
+        &quote(&reply("fd00:100::30", 443), 100),
+    );
+    v.extend([
+        fwd(
+            "ICMP frag-needed about a dsr flow: to the flow's backend",
+            e_dsr.clone(),
+            Action::Tx,
+            routed(&client_flow("10.100.0.1", 80), &e_dsr),
+        ),
+        fwd(
+            "ICMPv6 packet-too-big about a dsr flow",
+            e_dsr6.clone(),
+            Action::Tx,
+            routed(&client_flow("fd00:100::1", 80), &e_dsr6),
+        ),
+        fwd(
+            "ICMP error about an all-ports ipip flow: encapsulated to its backend",
+            e_ipip.clone(),
+            Action::Tx,
+            env.ipip(&client_flow("10.100.0.2", 9999), &e_ipip),
+        ),
+        fwd(
+            "ICMPv6 error about a gue flow: in GUE, checksum over ICMPv6",
+            e_gue6.clone(),
+            Action::Tx,
+            env.gue(&client_flow("fd00:100::30", 443), &e_gue6),
+        ),
+    ]);
+    // nat: the error must reach the backend about the packet the backend
+    // really sent (its own address and port), every checksum matching.
+    let nat_err = |vip: &str, vport: u16, quote_len: usize, udp: bool| {
+        let router = if vip.contains(':') { router6 } else { router4 };
+        let mut cf = client_flow(vip, vport);
+        let mut rf = reply(vip, vport);
+        cf.udp = udp;
+        rf.udp = udp;
+        let backend = env.pick(&cf).backend;
+        let planned = env
+            .plan
+            .vips
+            .iter()
+            .find(|v| v.vip.address == ip(vip))
+            .unwrap();
+        let bport = planned
+            .vip
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map(|b| planned.vip.backend_port(b))
+            .unwrap();
+        let mut sent = rf.clone();
+        sent.src = backend;
+        sent.sport = bport;
+        let input = err(router, vip, &quote(&rf, quote_len));
+        let mut want = icmp_error(
+            cmac,
+            m,
+            router,
+            &backend.to_string(),
+            &quote(&sent, quote_len),
+            1400,
+        );
+        let (smac, dmac) = env.macs_for(backend);
+        want[0..6].copy_from_slice(&dmac);
+        want[6..12].copy_from_slice(&smac);
+        (input, want)
+    };
+    let (n1, w1) = nat_err("10.100.0.20", 80, 48, false);
+    let (n2, w2) = nat_err("10.100.0.21", 53, 28, true);
+    let (n3, w3) = nat_err("fd00:100::20", 443, 68, false);
+    let (n4, w4) = nat_err("10.100.0.20", 80, 28, false);
+    v.extend([
+        fwd(
+            "ICMP error about a nat flow, TCP header quoted: all checksums follow",
+            n1,
+            Action::Tx,
+            w1,
+        ),
+        fwd("ICMP error about a nat udp flow", n2, Action::Tx, w2),
+        fwd("ICMPv6 error about a nat flow", n3, Action::Tx, w3),
+        fwd(
+            "ICMP error about a nat flow quoting 8 bytes of TCP",
+            n4,
+            Action::Tx,
+            w4,
+        ),
+    ]);
+    let mut inner_icmp = quote(&reply("10.100.0.1", 80), 28);
+    inner_icmp[9] = 1;
+    fix_ipv4_csum(&mut inner_icmp);
+    let echo = edit(
+        err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 80), 28)),
+        |f| {
+            f[34] = 8;
+            f[35] = 0;
+        },
+    );
+    let time_exceeded = edit(
+        err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 80), 28)),
+        |f| f[34] = 11,
+    );
+    v.extend([
+        left(
+            "ICMP echo request to a VIP: not routed",
+            echo,
+            Reason::L4Proto,
+        ),
+        left(
+            "ICMP time-exceeded: not routed",
+            time_exceeded,
+            Reason::L4Proto,
+        ),
+        left(
+            "ICMP error about an ICMP packet",
+            err(router4, "10.100.0.1", &inner_icmp),
+            Reason::IcmpInner,
+        ),
+        left(
+            "ICMP error quoting too little",
+            err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 80), 20)),
+            Reason::IcmpInner,
+        ),
+        left(
+            "ICMP error about a flow of no VIP",
+            err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 81), 28)),
+            Reason::NotVip,
+        ),
+        left(
+            "ICMP error too big to forward: no ICMP about ICMP",
+            err(
+                router4,
+                "10.100.0.2",
+                &quote(&reply("10.100.0.2", 9999).payload(1500), 1500 - 28),
+            ),
+            Reason::FragNeeded,
+        ),
+    ]);
+
     // A minimal frame padded to Ethernet's 60 bytes: the IP length, not
     // the frame length, defines the inner packet; the padding follows it.
     let small = Flow::udp("198.51.100.7", 7, "10.100.0.1", 53).payload(0);
@@ -780,6 +1014,102 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         expected,
     ));
     v
+}
+
+/// An ICMP error from `router` to `to` quoting `quote` (an invoking
+/// packet's first bytes): IPv4 fragmentation-needed or ICMPv6
+/// packet-too-big with `mtu`, built by etherparse.
+fn icmp_error(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    router: &str,
+    to: &str,
+    quote: &[u8],
+    mtu: u16,
+) -> Vec<u8> {
+    let eth = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac);
+    let mut out = Vec::new();
+    match (ip(router), ip(to)) {
+        (IpAddr::V4(r), IpAddr::V4(t)) => eth
+            .ipv4(r.octets(), t.octets(), 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu,
+                },
+            ))
+            .write(&mut out, quote)
+            .unwrap(),
+        (IpAddr::V6(r), IpAddr::V6(t)) => eth
+            .ipv6(r.octets(), t.octets(), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            })
+            .write(&mut out, quote)
+            .unwrap(),
+        _ => unreachable!(),
+    }
+    out
+}
+
+/// The first `n` bytes of a flow's IP packet: what an ICMP error quotes.
+fn quote(f: &Flow, n: usize) -> Vec<u8> {
+    f.frame([0; 6])[14..14 + n].to_vec()
+}
+
+/// The answer the program must give a too-big packet: built by etherparse,
+/// from the VIP to the client, back to the router's MAC, quoting the IP
+/// header and 8 bytes; IPv4 without DF.
+fn too_big_answer(input: &[u8], l3: usize, mtu: u32) -> Vec<u8> {
+    let v4 = input[l3] >> 4 == 4;
+    let hl = if v4 { 20 } else { 40 };
+    let q = &input[l3..l3 + hl + 8];
+    let mut src_mac = [0u8; 6];
+    let mut dst_mac = [0u8; 6];
+    src_mac.copy_from_slice(&input[0..6]);
+    dst_mac.copy_from_slice(&input[6..12]);
+    let (from, to) = if v4 {
+        (
+            IpAddr::from([q[16], q[17], q[18], q[19]]).to_string(),
+            IpAddr::from([q[12], q[13], q[14], q[15]]).to_string(),
+        )
+    } else {
+        let a = |at: usize| {
+            let mut x = [0u8; 16];
+            x.copy_from_slice(&q[at..at + 16]);
+            IpAddr::from(x).to_string()
+        };
+        (a(24), a(8))
+    };
+    let mut out = if v4 {
+        let mut f = icmp_error(src_mac, dst_mac, &from, &to, q, mtu as u16);
+        f[14 + 6] = 0; // no DF on the answer
+        fix_ipv4_csum(&mut f[14..]);
+        f
+    } else {
+        let eth = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac);
+        let mut f = Vec::new();
+        eth.ipv6(
+            ip(&from)
+                .to_string()
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            ip(&to)
+                .to_string()
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            64,
+        )
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu })
+        .write(&mut f, q)
+        .unwrap();
+        f
+    };
+    if l3 == 18 {
+        out.splice(12..12, input[12..16].iter().copied());
+    }
+    out
 }
 
 /// An IPv4 UDP frame's checksum set to 0: "no checksum".

@@ -116,6 +116,82 @@ fn flow(rng: &mut SmallRng, plan: &Plan) -> Flow {
     f.payload(payload)
 }
 
+/// An ICMP error (or other ICMP message) about a reply of a VIP flow: the
+/// VIP's packet to a client, quoted in part or in full.
+fn icmp_message(rng: &mut SmallRng, plan: &Plan, mac: [u8; 6]) -> Vec<u8> {
+    let v = &plan.vips[rng.gen_range(0..plan.vips.len())].vip;
+    let v4 = v.address.is_ipv4();
+    let port = if v.port == 0 || rng.gen_bool(0.1) {
+        rng.gen()
+    } else {
+        v.port
+    };
+    let mut reply = Flow {
+        src: v.address,
+        dst: random_addr(rng, v4),
+        sport: port,
+        dport: rng.gen(),
+        udp: if rng.gen_bool(0.1) {
+            rng.gen()
+        } else {
+            v.protocol == Protocol::Udp
+        },
+        tos: 0,
+        vlan: None,
+        payload: Vec::new(),
+    };
+    reply = reply.payload(rng.gen_range(0..200));
+    let full = reply.frame([0; 6])[14..].to_vec();
+    let n = match rng.gen_range(0..4) {
+        0 => full.len(),
+        1 => rng.gen_range(0..full.len()),
+        _ => (if v4 { 28 } else { 48 }).min(full.len()),
+    };
+    let router = random_addr(rng, v4);
+    let eth = etherparse::PacketBuilder::ethernet2(common::packets::CLIENT_MAC, mac);
+    let mut out = Vec::new();
+    match (router, v.address) {
+        (IpAddr::V4(r), IpAddr::V4(d)) => {
+            let t = match rng.gen_range(0..5) {
+                0 => etherparse::Icmpv4Type::TimeExceeded(
+                    etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+                ),
+                1 => etherparse::Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader {
+                    id: 1,
+                    seq: 2,
+                }),
+                _ => etherparse::Icmpv4Type::DestinationUnreachable(
+                    etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                        next_hop_mtu: rng.gen(),
+                    },
+                ),
+            };
+            eth.ipv4(r.octets(), d.octets(), 64)
+                .icmpv4(t)
+                .write(&mut out, &full[..n])
+                .unwrap();
+        }
+        (IpAddr::V6(r), IpAddr::V6(d)) => {
+            let t = match rng.gen_range(0..5) {
+                0 => etherparse::Icmpv6Type::EchoRequest(etherparse::IcmpEchoHeader {
+                    id: 1,
+                    seq: 2,
+                }),
+                1 => etherparse::Icmpv6Type::DestinationUnreachable(
+                    etherparse::icmpv6::DestUnreachableCode::Port,
+                ),
+                _ => etherparse::Icmpv6Type::PacketTooBig { mtu: rng.gen() },
+            };
+            eth.ipv6(r.octets(), d.octets(), 64)
+                .icmpv6(t)
+                .write(&mut out, &full[..n])
+                .unwrap();
+        }
+        _ => unreachable!(),
+    }
+    out
+}
+
 /// Damages a frame the way broken senders and middleboxes do.
 fn corrupt(rng: &mut SmallRng, frame: &mut Vec<u8>, l3: usize) {
     let v4 = frame.get(l3).map(|b| b >> 4) == Some(4);
@@ -218,12 +294,21 @@ fn kernel_matches_model_on_generated_packets() {
         let mut mismatches = Vec::new();
         let mut corrupted = 0;
         for n in 0..total {
-            let f = flow(&mut rng, &plan);
-            let mut frame = f.frame(mac);
+            let (mut frame, l3) = if rng.gen_bool(0.12) {
+                (icmp_message(&mut rng, &plan, mac), 14)
+            } else {
+                let f = flow(&mut rng, &plan);
+                (f.frame(mac), if f.vlan.is_some() { 18 } else { 14 })
+            };
+            // Some IPv4 senders leave DF clear: too big is then not answered.
+            if frame[l3] >> 4 == 4 && rng.gen_bool(0.1) {
+                frame[l3 + 6] &= !0x40;
+                fix_ipv4_csum(&mut frame[l3..]);
+            }
             let damaged = rng.gen_bool(0.45);
             if damaged {
                 corrupted += 1;
-                corrupt(&mut rng, &mut frame, if f.vlan.is_some() { 18 } else { 14 });
+                corrupt(&mut rng, &mut frame, l3);
             }
             let before = dp.reason_counters().unwrap();
             let run = dp.trace(&frame, lt0).expect("test_run with a trace record");
@@ -298,6 +383,8 @@ fn kernel_matches_model_on_generated_packets() {
             Reason::NotAdjacent,
             Reason::FragNeeded,
             Reason::NoTxPort,
+            Reason::IcmpInner,
+            Reason::TooBig,
         ] {
             assert!(reached.contains(&r), "generator never reached {r}");
         }

@@ -5,6 +5,7 @@
 //! say which backend a flow gets without sending a packet.
 
 pub mod decap;
+mod icmp;
 mod parse;
 pub mod probe;
 mod rewrite;
@@ -25,7 +26,10 @@ pub enum Fib {
     Forward(Nexthop),
     NoNeigh,
     FwdDisabled,
-    FragNeeded,
+    /// Larger than the path's MTU (`mtu_result`).
+    FragNeeded {
+        mtu: u32,
+    },
     NoSrcAddr,
     NoRoute,
 }
@@ -132,7 +136,7 @@ fn nat_return(
         Fib::Forward(hop) => hop,
         Fib::NoNeigh => return untouched(Reason::NoNeigh, Some(idx)),
         Fib::FwdDisabled => return untouched(Reason::FwdDisabled, Some(idx)),
-        Fib::FragNeeded => return untouched(Reason::FragNeeded, Some(idx)),
+        Fib::FragNeeded { .. } => return untouched(Reason::FragNeeded, Some(idx)),
         Fib::NoSrcAddr => return untouched(Reason::NoSrcAddr, Some(idx)),
         Fib::NoRoute => return untouched(Reason::NoRoute, Some(idx)),
     };
@@ -184,7 +188,7 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     };
     let chosen = match pick(plan, &key) {
         Ok(c) => c,
-        Err(Reason::NotVip) if !plan.nat_returns.is_empty() => {
+        Err(Reason::NotVip) if !plan.nat_returns.is_empty() && !p.icmp => {
             return nat_return(plan, net, ingress_ifindex, frame, &p)
         }
         Err(Reason::NotVip) => return untouched(Reason::NotVip, None),
@@ -221,7 +225,20 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         Fib::Forward(hop) => hop,
         Fib::NoNeigh => return left(Reason::NoNeigh, vip, backend),
         Fib::FwdDisabled => return left(Reason::FwdDisabled, vip, backend),
-        Fib::FragNeeded => return left(Reason::FragNeeded, vip, backend),
+        Fib::FragNeeded { mtu } => {
+            // answer_too_big in bpf/icmp.h.
+            if p.icmp || (p.dst.is_ipv4() && !p.df) {
+                return left(Reason::FragNeeded, vip, backend);
+            }
+            let mtu = mtu.saturating_sub(outer_len as u32);
+            return Outcome {
+                action: Action::Tx,
+                reason: Reason::TooBig,
+                frame: icmp::too_big(frame, &p, mtu),
+                vip,
+                backend: Some(backend),
+            };
+        }
         Fib::NoSrcAddr => return left(Reason::NoSrcAddr, vip, backend),
         Fib::NoRoute => return left(Reason::NoRoute, vip, backend),
     };
@@ -238,10 +255,12 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
                 .iter()
                 .find(|b| b.address == backend)
                 .map_or(0, |b| planned.backend_port(b));
-            rewrite::with_macs(
-                rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port),
-                &hop,
-            )
+            let rewritten = if p.icmp {
+                rewrite::nat_icmp(frame, &p, backend, port)
+            } else {
+                rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port)
+            };
+            rewrite::with_macs(rewritten, &hop)
         }
         Mode::Gue => rewrite::encap(frame, &p, &hop, backend, chosen.hash, plan.gue_port),
         Mode::Ipip => rewrite::encap(frame, &p, &hop, backend, chosen.hash, 0),

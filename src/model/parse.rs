@@ -5,6 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::abi::{Reason, IPPROTO_TCP, IPPROTO_UDP};
 
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
 pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
 pub const IPV4_HLEN: usize = 20;
@@ -29,6 +32,12 @@ pub struct Packet {
     pub ip_proto: u8,
     /// IPv4 TOS or IPv6 traffic class.
     pub tos: u8,
+    /// IPv4 don't-fragment.
+    pub df: bool,
+    /// An ICMP error about a flow: src/dst/ports/proto are that flow's (the
+    /// inner packet's, inverted) and `inner_off` is the inner IP header.
+    pub icmp: bool,
+    pub inner_off: usize,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub sport: u16,
@@ -44,6 +53,7 @@ fn is_ipv6_ext_header(nexthdr: u8) -> bool {
 }
 
 struct L3 {
+    df: bool,
     l3_off: usize,
     l3_len: usize,
     l4_len: usize,
@@ -77,11 +87,12 @@ fn parse_ipv4(f: &[u8], off: usize) -> Result<L3, Reason> {
         return Err(Reason::Fragment);
     }
     let proto = h[9];
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP {
         return Err(Reason::L4Proto);
     }
     let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(h[at], h[at + 1], h[at + 2], h[at + 3]));
     Ok(L3 {
+        df: be16(h, 6) & 0x4000 != 0,
         l3_off: off,
         l3_len: tot_len,
         l4_len: tot_len - IPV4_HLEN,
@@ -112,7 +123,7 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<L3, Reason> {
     if is_ipv6_ext_header(nexthdr) {
         return Err(Reason::Ipv6Ext);
     }
-    if nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP {
+    if nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP && nexthdr != IPPROTO_ICMPV6 {
         return Err(Reason::L4Proto);
     }
     let addr = |at: usize| {
@@ -121,6 +132,7 @@ fn parse_ipv6(f: &[u8], off: usize) -> Result<L3, Reason> {
         IpAddr::V6(Ipv6Addr::from(a))
     };
     Ok(L3 {
+        df: false,
         l3_off: off,
         l3_len: IPV6_HLEN + payload_len,
         l4_len: payload_len,
@@ -152,8 +164,11 @@ pub fn parse(frame: &[u8]) -> Result<Packet, Reason> {
         ETH_P_IPV6 => parse_ipv6(frame, l3_off)?,
         _ => return Err(Reason::NotIp),
     };
-    let need = if l3.proto == IPPROTO_TCP { 20 } else { 8 };
     let l4 = l3.l3_off + l3.hlen;
+    if l3.proto == IPPROTO_ICMP || l3.proto == IPPROTO_ICMPV6 {
+        return parse_icmp(frame, &l3, l4);
+    }
+    let need = if l3.proto == IPPROTO_TCP { 20 } else { 8 };
     if l3.l4_len < need || l4 + need > frame.len() {
         return Err(Reason::TruncL4);
     }
@@ -165,9 +180,80 @@ pub fn parse(frame: &[u8]) -> Result<Packet, Reason> {
         proto: l3.proto,
         ip_proto: l3.proto,
         tos: l3.tos,
+        df: l3.df,
+        icmp: false,
+        inner_off: 0,
         src: l3.src,
         dst: l3.dst,
         sport: be16(frame, l4),
         dport: be16(frame, l4 + 2),
+    })
+}
+
+const ICMP_HLEN: usize = 8;
+
+/// An ICMP error about a flow, as `parse_icmp` in bpf/parse.h: routed like
+/// the flow (the inner packet inverted); anything else is L4Proto.
+fn parse_icmp(f: &[u8], l3: &L3, icmp: usize) -> Result<Packet, Reason> {
+    let v4 = l3.proto == IPPROTO_ICMP;
+    let inner_hlen = if v4 { IPV4_HLEN } else { IPV6_HLEN };
+    if l3.l4_len < ICMP_HLEN || icmp + ICMP_HLEN > f.len() {
+        return Err(Reason::L4Proto);
+    }
+    let routed = if v4 {
+        f[icmp] == 3
+    } else {
+        f[icmp] == 1 || f[icmp] == 2
+    };
+    if !routed {
+        return Err(Reason::L4Proto);
+    }
+    if l3.l4_len < ICMP_HLEN + inner_hlen + 8 {
+        return Err(Reason::IcmpInner);
+    }
+    let ii = icmp + ICMP_HLEN;
+    if ii + inner_hlen > f.len() {
+        return Err(Reason::IcmpInner);
+    }
+    let (proto, src, dst) = if v4 {
+        let (v, ihl) = (f[ii] >> 4, f[ii] & 0xf);
+        if v != 4 || ihl != 5 || be16(f, ii + 6) & 0x1fff != 0 {
+            return Err(Reason::IcmpInner);
+        }
+        let a = |at: usize| IpAddr::V4(Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]));
+        (f[ii + 9], a(ii + 12), a(ii + 16))
+    } else {
+        if f[ii] >> 4 != 6 {
+            return Err(Reason::IcmpInner);
+        }
+        let a = |at: usize| {
+            let mut x = [0u8; 16];
+            x.copy_from_slice(&f[at..at + 16]);
+            IpAddr::V6(Ipv6Addr::from(x))
+        };
+        (f[ii + 6], a(ii + 8), a(ii + 24))
+    };
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Err(Reason::IcmpInner);
+    }
+    let ports = ii + inner_hlen;
+    if ports + 8 > f.len() {
+        return Err(Reason::IcmpInner);
+    }
+    Ok(Packet {
+        len: f.len(),
+        l3_off: l3.l3_off,
+        l3_len: l3.l3_len,
+        l4_off: icmp,
+        proto,
+        ip_proto: l3.proto,
+        tos: l3.tos,
+        df: l3.df,
+        icmp: true,
+        inner_off: ii,
+        src: dst,
+        dst: src,
+        sport: be16(f, ports + 2),
+        dport: be16(f, ports),
     })
 }

@@ -237,3 +237,104 @@ pub fn with_macs(mut frame: Vec<u8>, hop: &Nexthop) -> Vec<u8> {
     set_macs(&mut frame, hop);
     frame
 }
+
+/// `inner_l4_csum` of bpf/nat.h.
+#[allow(clippy::too_many_arguments)]
+fn inner_l4_csum(
+    check: u16,
+    udp: bool,
+    v4: bool,
+    from: &[u16],
+    to: &[u16],
+    old_port: u16,
+    new_port: u16,
+) -> u16 {
+    if udp && v4 && check == 0 {
+        return 0;
+    }
+    let mut c = checksum::replace(check, from, to);
+    if old_port != new_port {
+        c = checksum::replace(c, &[old_port], &[new_port]);
+    }
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    c
+}
+
+fn get16(f: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([f[at], f[at + 1]])
+}
+
+fn put16(f: &mut [u8], at: usize, v: u16) {
+    f[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// nat of an ICMP error about a flow, as `nat_icmp_rewrite` in bpf/nat.h:
+/// outer destination -> backend; inside, the invoking packet's source ->
+/// backend:port; every checksum that covers them follows.
+pub fn nat_icmp(frame: &[u8], p: &Packet, addr: IpAddr, port: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let (l3, icmp, ii) = (p.l3_off, p.l4_off, p.inner_off);
+    let ip_end = p.l3_off + p.l3_len;
+    let udp = p.proto == IPPROTO_UDP;
+    let ic = icmp + 2;
+    let new: Vec<u8> = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let neww = words(&new);
+    let v4 = p.dst.is_ipv4();
+    let (inner_hlen, ports) = if v4 { (20, ii + 20) } else { (40, ii + 40) };
+    let old_inner: Vec<u16>;
+    if v4 {
+        let old = words(&f[l3 + 16..l3 + 20]);
+        f[l3 + 16..l3 + 20].copy_from_slice(&new);
+        let c = checksum::replace(get16(&f, l3 + 10), &old, &neww);
+        put16(&mut f, l3 + 10, c);
+
+        old_inner = words(&f[ii + 12..ii + 16]);
+        f[ii + 12..ii + 16].copy_from_slice(&new);
+        let old_check = get16(&f, ii + 10);
+        let new_check = checksum::replace(old_check, &old_inner, &neww);
+        put16(&mut f, ii + 10, new_check);
+        let mut x = checksum::replace(get16(&f, ic), &old_inner, &neww);
+        x = checksum::replace(x, &[old_check], &[new_check]);
+        put16(&mut f, ic, x);
+    } else {
+        let old = words(&f[l3 + 24..l3 + 40]);
+        f[l3 + 24..l3 + 40].copy_from_slice(&new);
+        let x = checksum::replace(get16(&f, ic), &old, &neww);
+        put16(&mut f, ic, x);
+
+        old_inner = words(&f[ii + 8..ii + 24]);
+        f[ii + 8..ii + 24].copy_from_slice(&new);
+        let x = checksum::replace(get16(&f, ic), &old_inner, &neww);
+        put16(&mut f, ic, x);
+    }
+    let old_port = get16(&f, ports);
+    let want = u16::from_ne_bytes(port.to_be_bytes());
+    let new_port = if port != 0 && want != old_port {
+        put16(&mut f, ports, want);
+        let x = checksum::replace(get16(&f, ic), &[old_port], &[want]);
+        put16(&mut f, ic, x);
+        want
+    } else {
+        old_port
+    };
+    let l4csum = if udp {
+        Some(ports + 6)
+    } else if ii + inner_hlen + 20 <= ip_end {
+        Some(ports + 16)
+    } else {
+        None
+    };
+    if let Some(at) = l4csum {
+        let was = get16(&f, at);
+        let now = inner_l4_csum(was, udp, v4, &old_inner, &neww, old_port, new_port);
+        put16(&mut f, at, now);
+        let x = checksum::replace(get16(&f, ic), &[was], &[now]);
+        put16(&mut f, ic, x);
+    }
+    f
+}

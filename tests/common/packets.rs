@@ -155,6 +155,25 @@ fn check_l4(proto: u8, src: &[u8], dst: &[u8], l4: &[u8], v6: bool) -> Result<St
             }
         }
         4 | 41 => check_l3(l4).map(|inner| format!("[{inner}]")),
+        1 | 58 => {
+            // ICMPv6 sums a pseudo-header too; ICMPv4 does not.
+            let start = if proto == 58 {
+                pseudo_sum(src, dst, proto, l4.len())
+            } else {
+                0
+            };
+            if checksum::fold(checksum::sum(l4, start)) != 0 {
+                return Err(format!(
+                    "bad {} checksum",
+                    if proto == 1 { "ICMP" } else { "ICMPv6" }
+                ));
+            }
+            Ok(if proto == 1 {
+                "icmp ok".into()
+            } else {
+                "icmpv6 ok".into()
+            })
+        }
         p => Ok(format!("proto {p} unchecked")),
     }
 }

@@ -172,7 +172,7 @@ impl Network for Topology {
             return Fib::NoRoute;
         };
         if q.tot_len > MTU {
-            return Fib::FragNeeded;
+            return Fib::FragNeeded { mtu: MTU as u32 };
         }
         let nexthop = gateway.unwrap_or(q.dst);
         let Some(dmac) = self.neighbour_mac(nexthop) else {
