@@ -219,7 +219,9 @@ enum lethe_reason {
 	/* later additions, with their verdicts */
 	LETHE_R_ICMP_INNER = 27,   /* ICMP error whose inner packet names no flow (passed) */
 	LETHE_R_TOO_BIG = 28,      /* too big for the path: answered with ICMP (tx) */
-	LETHE_R_MAX = 29,
+	LETHE_R_RETURN_PASSED = 29, /* from a nat backend, not forwardable here (e.g.
+				     * to this host: health checks): passed */
+	LETHE_R_MAX = 30,
 };
 
 /* Puts the ABI enums in the object's BTF (as a .rodata variable), where

@@ -26,7 +26,8 @@ const volatile struct lethe_abi_enums lethe_abi = {};
  * up to the first drop reason, and ICMP_INNER), else drop. */
 static __always_inline int reason_action(enum lethe_reason why)
 {
-	if ((why >= LETHE_R_NOT_IP && why < LETHE_R_TRUNC_ETH) || why == LETHE_R_ICMP_INNER)
+	if ((why >= LETHE_R_NOT_IP && why < LETHE_R_TRUNC_ETH) || why == LETHE_R_ICMP_INNER ||
+	    why == LETHE_R_RETURN_PASSED)
 		return XDP_PASS;
 	return XDP_DROP;
 }
@@ -75,9 +76,11 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 	p->vip_id = r->vip_id;
 	p->mode = LETHE_MODE_NAT;
 	count(&return_stats, r->vip_id, p->len);
+	/* What a backend sends that Lethe cannot forward itself — above all
+	 * to this host, like the answers to health checks — is the kernel's. */
 	why = nexthop(ctx, p, (const __u8 *)p->dst, p->family, p->l3_len, 0, &fib);
 	if (why != NEXTHOP_OK)
-		return verdict(ctx, p, reason_action(why), why);
+		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))

@@ -172,6 +172,7 @@ reasons! {
     Internal = 26 => "internal": "a map that always exists did not",
     IcmpInner = 27 => "icmp_inner": "ICMP error whose inner packet names no flow (passed)",
     TooBig = 28 => "too_big": "too big for the path: answered with ICMP",
+    ReturnPassed = 29 => "return_passed": "from a nat backend, not forwardable here, e.g. to this host (passed)",
 }
 
 /// What the backend-side decap program did with a packet
@@ -225,7 +226,7 @@ impl DecapReason {
 }
 
 /// `LETHE_R_MAX`: the number of reasons.
-pub const REASON_COUNT: u32 = 29;
+pub const REASON_COUNT: u32 = 30;
 
 impl Reason {
     pub fn from_raw(v: u32) -> Option<Reason> {
@@ -237,7 +238,7 @@ impl Reason {
         match self {
             Reason::FwdTx | Reason::TooBig => Action::Tx,
             Reason::FwdRedirect => Action::Redirect,
-            Reason::IcmpInner => Action::Pass,
+            Reason::IcmpInner | Reason::ReturnPassed => Action::Pass,
             r if (Reason::NotIp as u32..Reason::TruncEth as u32).contains(&(r as u32)) => {
                 Action::Pass
             }

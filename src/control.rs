@@ -357,6 +357,15 @@ impl Controller {
             return Err(ControlError::Dataplane(e));
         }
         let sync = started.elapsed();
+        // New backends: have the kernel resolve their next hops now, before
+        // their first packet.
+        let fresh: Vec<IpAddr> = crate::neighbours::backends(&plan)
+            .difference(&crate::neighbours::backends(&current.plan))
+            .copied()
+            .collect();
+        if !fresh.is_empty() {
+            tokio::task::spawn_blocking(move || crate::neighbours::warm(fresh));
+        }
         if let Some(store) = &self.store {
             if let Err(e) = store.save(&next) {
                 self.restore(&current.plan).await;

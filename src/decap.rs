@@ -13,8 +13,14 @@ use crate::abi::DecapReason;
 use crate::dataplane::{pin, AttachMode, DecapProgram, LinkOutcome, Pod};
 use crate::serve::ifindex;
 
-pub fn pin_dir(bpffs: &Path) -> PathBuf {
-    bpffs.join("lethe-decap")
+/// `<bpffs>/lethe-decap` for the default instance, `lethe-decap-<name>`
+/// for others (several backend namespaces on one machine share one bpffs).
+pub fn pin_dir(bpffs: &Path, instance: &str) -> PathBuf {
+    if instance == "default" {
+        bpffs.join("lethe-decap")
+    } else {
+        bpffs.join(format!("lethe-decap-{instance}"))
+    }
 }
 
 /// Every address of every interface of this host (this network namespace).
@@ -54,10 +60,17 @@ pub fn host_addresses() -> Result<Vec<IpAddr>> {
     Ok(out)
 }
 
-pub fn attach(bpffs: &Path, iface: &str, gue_port: u16, generic: bool) -> Result<()> {
+pub fn attach(
+    bpffs: &Path,
+    instance: &str,
+    iface: &str,
+    gue_port: u16,
+    generic: bool,
+) -> Result<()> {
+    crate::serve::check_instance(instance)?;
     let idx = ifindex(iface)?;
     pin::ensure_bpffs(bpffs)?;
-    let dir = pin_dir(bpffs);
+    let dir = pin_dir(bpffs, instance);
     let prog = DecapProgram::load_pinned(&dir).context("loading the decap program")?;
     let local = host_addresses()?;
     prog.configure(gue_port, &local)?;
@@ -93,8 +106,9 @@ pub fn attach(bpffs: &Path, iface: &str, gue_port: u16, generic: bool) -> Result
     Ok(())
 }
 
-pub fn detach(bpffs: &Path, iface: &str) -> Result<()> {
-    let dir = pin_dir(bpffs);
+pub fn detach(bpffs: &Path, instance: &str, iface: &str) -> Result<()> {
+    crate::serve::check_instance(instance)?;
+    let dir = pin_dir(bpffs, instance);
     if !pin::detach_link(&dir, iface)? {
         bail!("no decap program attached to {iface} ({})", dir.display());
     }
@@ -112,8 +126,9 @@ pub fn detach(bpffs: &Path, iface: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn status(bpffs: &Path) -> Result<()> {
-    let dir = pin_dir(bpffs);
+pub fn status(bpffs: &Path, instance: &str) -> Result<()> {
+    crate::serve::check_instance(instance)?;
+    let dir = pin_dir(bpffs, instance);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         println!("no decap program installed ({})", dir.display());
         return Ok(());

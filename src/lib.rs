@@ -19,6 +19,7 @@ pub mod flow_hash;
 pub mod health;
 pub mod maglev;
 pub mod model;
+pub mod neighbours;
 pub mod plan;
 pub mod serve;
 pub mod store;

@@ -163,6 +163,9 @@ enum Command {
         command: DecapCommand,
         #[arg(long, default_value = "/sys/fs/bpf", hide = true, global = true)]
         bpffs: PathBuf,
+        /// Pins live in <bpffs>/lethe-decap[-<instance>]/.
+        #[arg(long, default_value = "default", global = true)]
+        instance: String,
     },
     /// Validate a configuration file and show each VIP's table shares.
     Plan { config: PathBuf },
@@ -621,14 +624,18 @@ fn dispatch(command: Command) -> Result<()> {
             }
             None => cli::trace(&api.client(), src, sport, dst, dport, proto.into()),
         },
-        Command::Decap { command, bpffs } => match command {
+        Command::Decap {
+            command,
+            bpffs,
+            instance,
+        } => match command {
             DecapCommand::Attach {
                 iface,
                 gue_port,
                 generic,
-            } => lethe::decap::attach(&bpffs, &iface, gue_port, generic),
-            DecapCommand::Detach { iface } => lethe::decap::detach(&bpffs, &iface),
-            DecapCommand::Status => lethe::decap::status(&bpffs),
+            } => lethe::decap::attach(&bpffs, &instance, &iface, gue_port, generic),
+            DecapCommand::Detach { iface } => lethe::decap::detach(&bpffs, &instance, &iface),
+            DecapCommand::Status => lethe::decap::status(&bpffs, &instance),
         },
         Command::Plan { config } => read_plan(&config).map(|p| show_plan(&p)),
         Command::Run {

@@ -14,12 +14,13 @@ use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::api::{self, ApiState};
 use crate::control::Controller;
 use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
 use crate::store::Store;
-use crate::{events, health};
+use crate::{events, health, neighbours};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -132,6 +133,12 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 
     let cancel = CancellationToken::new();
     let checks = tokio::spawn(health::supervise(control.clone(), cancel.clone()));
+    // Now (the restored configuration) and every 30 s.
+    let neighbours = tokio::spawn(neighbours::keep_warm(
+        control.clone(),
+        Duration::from_secs(30),
+        cancel.clone(),
+    ));
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = {
         let control = control.clone();
@@ -156,6 +163,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     cancel.cancel();
     stop_reader.store(true, Ordering::Relaxed);
     let _ = checks.await;
+    let _ = neighbours.await;
     let _ = reader.join();
     drop(links);
     tracing::info!("stopped; the program stays attached (`lethe down` detaches)");

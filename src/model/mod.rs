@@ -134,14 +134,12 @@ fn nat_return(
         tot_len: p.l3_len,
     }) {
         Fib::Forward(hop) => hop,
-        Fib::NoNeigh => return untouched(Reason::NoNeigh, Some(idx)),
-        Fib::FwdDisabled => return untouched(Reason::FwdDisabled, Some(idx)),
-        Fib::FragNeeded { .. } => return untouched(Reason::FragNeeded, Some(idx)),
-        Fib::NoSrcAddr => return untouched(Reason::NoSrcAddr, Some(idx)),
-        Fib::NoRoute => return untouched(Reason::NoRoute, Some(idx)),
+        // What a backend sends that Lethe cannot forward itself (e.g. to
+        // this host: answers to health checks) is the kernel's.
+        _ => return untouched(Reason::ReturnPassed, Some(idx)),
     };
     if hop.ifindex != ingress_ifindex && !net.tx_port(hop.ifindex) {
-        return untouched(Reason::NoTxPort, Some(idx));
+        return untouched(Reason::ReturnPassed, Some(idx));
     }
     let out = rewrite::with_macs(
         rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port),

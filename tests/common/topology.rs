@@ -168,6 +168,10 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
 
 impl Network for Topology {
     fn route(&self, q: &FibQuery) -> Fib {
+        // The host's own addresses: not forwarded (BPF_FIB_LKUP_RET_NOT_FWDED).
+        if self.ifaces.iter().any(|i| i.v4 == q.dst || i.v6 == q.dst) {
+            return Fib::NoRoute;
+        }
         let Some((iface, gateway)) = self.connected(q.dst) else {
             return Fib::NoRoute;
         };
