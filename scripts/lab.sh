@@ -4,6 +4,8 @@
 #   scripts/lab.sh up [--prefix P] [--ecmp] [--no-traffic] [--no-build]
 #   scripts/lab.sh status [--prefix P]
 #   scripts/lab.sh down [--prefix P]
+#   scripts/lab.sh traffic [--prefix P]     (TRAFFIC_N=200 requests per VIP)
+#   scripts/lab.sh start [lb|lb2] [--prefix P]  (start a daemon again)
 #
 #   client ──── router ──── lb  ──┐            (--ecmp: and lb2, the router
 #  10.0.0.2    (multipath)   XDP   │ sw (bridge)  spreading flows over both)
@@ -24,6 +26,7 @@ PREFIX=lethe-lab
 ECMP=0
 TRAFFIC=1
 BUILD=1
+LBS=()
 CMD="${1:-}"
 shift || true
 while (($#)); do
@@ -32,6 +35,7 @@ while (($#)); do
     --ecmp) ECMP=1 ;;
     --no-traffic) TRAFFIC=0 ;;
     --no-build) BUILD=0 ;;
+    lb | lb2) LBS+=("$1") ;;
     *) echo "lab.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -136,7 +140,9 @@ topology() {
 
 start_backends() {
     for b in "${BACKENDS[@]}"; do
-        in_ns "b$b" "$PY" "$REPO/scripts/lab_http.py" --name "b$b" --port 80 --port 8080 --state "$STATE" \
+        # nsenter execs: $! is the server itself (a shell function would
+        # put a subshell in between, and kill would miss the server).
+        nsenter --net="/run/netns/$(ns "b$b")" "$PY" "$REPO/scripts/lab_http.py" --name "b$b" --port 80 --port 8080 --state "$STATE" \
             >"$STATE/b$b.log" 2>&1 &
         echo $! >"$STATE/b$b.pid"
         # ipip and gue arrive encapsulated: Lethe's own decap on the backend.
@@ -144,19 +150,24 @@ start_backends() {
     done
 }
 
+# Starts `lethe serve` in each LB namespace given (default: all) and waits
+# until it is ready. After a crash it finds its pins and saved config.
 start_lbs() {
-    for lb in $(lbs); do
+    local which="${*:-$(lbs)}"
+    for lb in $which; do
         mkdir -p "$STATE/$lb"
-        in_ns "$lb" "$BIN" serve --iface l-r --iface l-b --instance "$PREFIX-$lb" \
+        nsenter --net="/run/netns/$(ns "$lb")" "$BIN" serve --iface l-r --iface l-b --instance "$PREFIX-$lb" \
             --state-dir "$STATE/$lb" --listen 127.0.0.1:9180 >>"$STATE/$lb.log" 2>&1 &
         echo $! >"$STATE/$lb.pid"
     done
-    for lb in $(lbs); do
+    for lb in $which; do
         for _ in $(seq 100); do
             in_ns "$lb" curl -sf "$API/ready" >/dev/null 2>&1 && break
             sleep 0.1
         done
         in_ns "$lb" curl -sf "$API/ready" >/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb not ready" >&2; exit 1; }
+        # Ready, and it is the daemon just started that answers.
+        kill -0 "$(cat "$STATE/$lb.pid")" 2>/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb daemon exited" >&2; exit 1; }
     done
 }
 
@@ -280,5 +291,6 @@ up) up ;;
 down) down ;;
 status) status ;;
 traffic) traffic "${TRAFFIC_N:-200}" ;;
-*) echo "usage: scripts/lab.sh up|down|status [--prefix P] [--ecmp] [--no-traffic] [--no-build]" >&2; exit 2 ;;
+start) start_lbs "${LBS[@]}" ;;
+*) echo "usage: scripts/lab.sh up|down|status|traffic|start [lb|lb2] [--prefix P] [--ecmp] [--no-traffic] [--no-build]" >&2; exit 2 ;;
 esac

@@ -6,7 +6,11 @@
 #      comparison through BPF_PROG_TEST_RUN on the real XDP program, map
 #      updates and atomic table swaps, attach modes. Each privileged test
 #      runs in its own anonymous network namespace, removed by the kernel
-#      when the test ends, also when it fails.
+#      when the test ends, also when it fails;
+#   3. end to end (tests/e2e.rs, tests/doctor.rs): the lab of
+#      scripts/lab.sh under a prefix unique to the test — real TCP through
+#      every mode, kill -9 and upgrades under traffic, health, ECMP over two
+#      LBs — removed (pins included) when the test ends, also on failure.
 #
 # Also checks formatting and clippy, so the tree stays clean.
 set -euo pipefail

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod http;
+pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod rawsock;
