@@ -43,6 +43,40 @@ impl Client {
         }
     }
 
+    /// The same client with another time limit per request.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Client {
+        self.agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        self
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /ready`: Ok when the daemon answers 200; the error says why
+    /// not, briefly.
+    pub fn ready(&self) -> Result<()> {
+        match self.agent.get(&format!("{}/ready", self.base)).call() {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                bail!("/ready answered {}", problem_text(code, &text))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let why = std::error::Error::source(&t)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| t.kind().to_string());
+                bail!("{why}")
+            }
+        }
+    }
+
+    /// `GET /v1/config`: the daemon's whole configuration.
+    pub fn config(&self) -> Result<Config> {
+        self.get("/v1/config")
+    }
+
     fn call(
         &self,
         method: &str,

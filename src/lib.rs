@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod decap;
+pub mod doctor;
 pub mod edit;
 pub mod events;
 pub mod flow_hash;

@@ -1,6 +1,7 @@
 //! The `lethe` binary: the daemon (`serve`, `down`), the client of its API
 //! (`vip`, `backend`, `config`, `stats`, `trace`), and offline tools on a
-//! configuration file (`plan`, `trace --config`, `run`, `openapi`).
+//! configuration file (`plan`, `trace --config`, `run`, `openapi`), and
+//! `doctor`, which checks a load balancer or backend host.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -167,6 +168,17 @@ enum Command {
         #[arg(long, default_value = "default", global = true)]
         instance: String,
     },
+    /// Check this host for what breaks forwarding, and say how to fix it.
+    ///
+    /// One line per check (ok, WARN, PROBLEM), each problem with the command
+    /// that fixes it. On a load balancer: the daemon, the attached program and its mode,
+    /// forwarding, checksum offload and GRO on veths, MTU headroom for
+    /// ipip/gue, next hops of every backend. With --backend: VIPs on lo,
+    /// rp_filter, arp_ignore/arp_announce, the decap program. Exit status: 0
+    /// without problems (warnings allowed), 1 with any. Run it in the
+    /// namespace of what it checks, with `nsenter --net=/run/netns/NAME`
+    /// (not `ip netns exec`, which hides /sys/fs/bpf).
+    Doctor(DoctorArgs),
     /// Validate a configuration file and show each VIP's table shares.
     Plan { config: PathBuf },
     /// Forward in the foreground from a configuration file, without the API
@@ -184,6 +196,48 @@ enum Command {
     },
     /// Print the OpenAPI document of the REST API (api/openapi.json).
     Openapi,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// Check a backend host instead of a load balancer.
+    #[arg(long)]
+    backend: bool,
+    /// The daemon's instance (pins in <bpffs>/lethe/<instance>/, saved
+    /// configuration in <state-dir>/<instance>/); with --backend, the
+    /// decap program's (`lethe decap --instance`).
+    #[arg(long, default_value = lethe::doctor::DEFAULT_INSTANCE)]
+    instance: String,
+    /// Load balancer: interfaces the program must be attached to
+    /// (default: those it has links for). Backend: interfaces traffic
+    /// arrives on (default: every interface that is up, but lo).
+    /// Repeatable.
+    #[arg(long = "iface")]
+    ifaces: Vec<String>,
+    /// Load balancer: the daemon's API, asked for /ready and the
+    /// configuration (VIPs and backends).
+    #[arg(long, env = "LETHE_API", default_value = lethe::doctor::DEFAULT_API)]
+    api: String,
+    /// Load balancer: where the daemon saves its configuration; read
+    /// when the API does not answer.
+    #[arg(long, default_value = lethe::doctor::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Backend: a VIP this host serves, which must be on lo. Repeatable.
+    /// (arp_ignore/arp_announce are checked whenever an IPv4 address is on
+    /// lo.)
+    #[arg(long = "vip", requires = "backend")]
+    vips: Vec<IpAddr>,
+    /// Backend: ipip or gue VIPs send to this host, so the decap
+    /// program must be attached (`lethe decap attach`).
+    #[arg(long, requires = "backend")]
+    encap: bool,
+    /// Where bpffs is mounted (the pins).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// One JSON document (role, problems, warnings, findings) instead of
+    /// lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -481,6 +535,53 @@ fn run(ifaces: &[String], config: &Path, generic: bool, stats_interval: u64) -> 
     Ok(())
 }
 
+/// `lethe doctor`: exit status 1 when a problem is found, 2 when the
+/// diagnosis could not run.
+fn doctor(args: DoctorArgs) -> ExitCode {
+    let DoctorArgs {
+        backend,
+        instance,
+        ifaces,
+        api,
+        state_dir,
+        vips,
+        encap,
+        bpffs,
+        json,
+    } = args;
+    if let Err(e) = serve::check_instance(&instance) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let report = if backend {
+        lethe::doctor::diagnose_backend(&lethe::doctor::BackendOptions {
+            instance,
+            bpffs,
+            vips,
+            encap,
+            ifaces,
+        })
+    } else {
+        lethe::doctor::diagnose_lb(&lethe::doctor::LbOptions {
+            instance,
+            api,
+            state_dir,
+            bpffs,
+            ifaces,
+        })
+    };
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.problems() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -637,6 +738,7 @@ fn dispatch(command: Command) -> Result<()> {
             DecapCommand::Detach { iface } => lethe::decap::detach(&bpffs, &instance, &iface),
             DecapCommand::Status => lethe::decap::status(&bpffs, &instance),
         },
+        Command::Doctor(_) => unreachable!("main runs the doctor"),
         Command::Plan { config } => read_plan(&config).map(|p| show_plan(&p)),
         Command::Run {
             ifaces,
@@ -655,7 +757,11 @@ fn main() -> ExitCode {
     // Like any Unix filter: `lethe plan x | head` ends quietly.
     // SAFETY: restoring the default disposition of one signal at start-up.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    match dispatch(Cli::parse().command) {
+    let command = Cli::parse().command;
+    if let Command::Doctor(args) = command {
+        return doctor(args);
+    }
+    match dispatch(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

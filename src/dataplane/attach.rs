@@ -199,3 +199,84 @@ pub fn detach_pinned(path: &Path) -> Result<bool, DataplaneError> {
     })?;
     Ok(true)
 }
+
+/// A pinned XDP link as the kernel sees it (for `lethe doctor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedLink {
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// The interface it is attached to, in the namespace it was attached
+    /// in; 0: defunct (the interface is gone).
+    pub ifindex: u32,
+}
+
+/// The link pinned at `path`: None when nothing is pinned there.
+pub fn pinned_link(path: &Path) -> Result<Option<PinnedLink>, DataplaneError> {
+    let Some(fd) = open_pinned(path)? else {
+        return Ok(None);
+    };
+    let info = LinkInfo::from_fd(fd.as_fd()).map_err(|e| DataplaneError::Link {
+        what: "query",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let ifindex = match info.info {
+        LinkTypeInfo::Xdp(x) => x.ifindex,
+        _ => 0,
+    };
+    Ok(Some(PinnedLink {
+        link_id: info.id,
+        prog_id: info.prog_id,
+        ifindex,
+    }))
+}
+
+/// How XDP runs on an interface (`bpf_xdp_query`'s attach_mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    None,
+    /// In the driver.
+    Native,
+    /// In the generic network stack (SKB mode).
+    Generic,
+    /// Offloaded to the NIC.
+    Offloaded,
+    /// Several programs in several modes.
+    Multi,
+}
+
+/// XDP on one interface of the calling thread's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpState {
+    pub mode: XdpMode,
+    /// The program attached (in its only mode); 0 when none or several.
+    pub prog_id: u32,
+    pub native_prog_id: u32,
+    pub generic_prog_id: u32,
+}
+
+/// Which XDP program runs on `ifindex`, and in which mode (netlink, in the
+/// calling thread's network namespace).
+pub fn xdp_query(ifindex: u32) -> Result<XdpState, DataplaneError> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: size_of::<libbpf_sys::bpf_xdp_query_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: an opts struct sized for this libbpf, written by the call.
+    let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if rc < 0 {
+        return Err(link_err("bpf_xdp_query", rc));
+    }
+    let mode = match u32::from(opts.attach_mode) {
+        libbpf_sys::XDP_ATTACHED_DRV => XdpMode::Native,
+        libbpf_sys::XDP_ATTACHED_SKB => XdpMode::Generic,
+        libbpf_sys::XDP_ATTACHED_HW => XdpMode::Offloaded,
+        libbpf_sys::XDP_ATTACHED_MULTI => XdpMode::Multi,
+        _ => XdpMode::None,
+    };
+    Ok(XdpState {
+        mode,
+        prog_id: opts.prog_id,
+        native_prog_id: opts.drv_prog_id,
+        generic_prog_id: opts.skb_prog_id,
+    })
+}

@@ -27,7 +27,9 @@ use thiserror::Error;
 use crate::abi::{self, Action, Reason, REASON_COUNT};
 use crate::plan::VipKey;
 
-pub use attach::{AttachMode, LinkOutcome, XdpLink};
+pub use attach::{
+    pinned_link, xdp_query, AttachMode, LinkOutcome, PinnedLink, XdpLink, XdpMode, XdpState,
+};
 pub use decap::DecapProgram;
 pub use pass::PassProgram;
 pub use records::Pod;

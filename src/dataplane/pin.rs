@@ -23,7 +23,9 @@ pub fn prog_path(dir: &Path) -> PathBuf {
     dir.join("prog")
 }
 
-fn is_bpffs(path: &Path) -> bool {
+/// Whether a bpffs is mounted at `path` (not under `ip netns exec`, which
+/// remounts /sys and hides it).
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };

@@ -13,6 +13,7 @@ mod rewrite;
 use std::net::IpAddr;
 
 pub use parse::{parse, Packet, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN};
+pub use rewrite::encap_len;
 
 use crate::abi::{Action, Mode, Reason};
 use crate::config::Protocol;
