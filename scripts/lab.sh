@@ -50,6 +50,13 @@ BACKENDS=(1 2 3)
 ns() { echo "$PREFIX-$1"; }
 in_ns() { local n; n="$(ns "$1")"; shift; nsenter --net="/run/netns/$n" "$@"; }
 q() { "$@" >/dev/null 2>&1 || true; }
+# A process is alive: it exists and is not a zombie (the lab's daemons and
+# servers are orphans; whoever reaps orphans may take its time).
+alive() {
+    local state
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
 lbs() { if [ "$ECMP" = 1 ] || [ -e "/run/netns/$(ns lb2)" ]; then echo lb lb2; else echo lb; fi; }
 
 sysctls() {
@@ -145,6 +152,13 @@ start_backends() {
         nsenter --net="/run/netns/$(ns "b$b")" "$PY" "$REPO/scripts/lab_http.py" --name "b$b" --port 80 --port 8080 --state "$STATE" \
             >"$STATE/b$b.log" 2>&1 &
         echo $! >"$STATE/b$b.pid"
+        # Listening before the LB's health checks begin: a server still
+        # starting would fail them and leave the tables at once.
+        for _ in $(seq 100); do
+            in_ns "b$b" curl -sf -o /dev/null http://127.0.0.1:80/healthz &&
+                in_ns "b$b" curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break
+            sleep 0.1
+        done
         # ipip and gue arrive encapsulated: Lethe's own decap on the backend.
         in_ns "b$b" "$BIN" decap attach b-eth --gue-port 6080 --instance "$PREFIX-b$b" >>"$STATE/b$b.log"
     done
@@ -167,7 +181,7 @@ start_lbs() {
         done
         in_ns "$lb" curl -sf "$API/ready" >/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb not ready" >&2; exit 1; }
         # Ready, and it is the daemon just started that answers.
-        kill -0 "$(cat "$STATE/$lb.pid")" 2>/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb daemon exited" >&2; exit 1; }
+        alive "$(cat "$STATE/$lb.pid")" || { cat "$STATE/$lb.log"; echo "lab.sh: $lb daemon exited" >&2; exit 1; }
     done
 }
 
@@ -251,7 +265,7 @@ status() {
     for lb in $(lbs); do
         local pid
         pid=$(cat "$STATE/$lb.pid" 2>/dev/null || echo)
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        if [ -n "$pid" ] && alive "$pid"; then
             echo "$lb: lethe serve running (pid $pid)"
             in_ns "$lb" "$BIN" stats || true
         else

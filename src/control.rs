@@ -71,6 +71,12 @@ pub struct Controller {
     trace_ifindex: AtomicU64,
     pub stats: ControlStats,
     health: std::sync::Mutex<HealthBook>,
+    /// Health transitions recorded in the book, and how many of them the
+    /// maps reflect: a resync covers every transition recorded before it
+    /// read the book, so transitions that queue behind one apply (a backend
+    /// of many VIPs going down) are published by one more, not one each.
+    health_changes: AtomicU64,
+    health_applied: AtomicU64,
     pub events: EventHub,
     config_tx: watch::Sender<Arc<Config>>,
     /// VIP names by key, for naming decision events off the async runtime.
@@ -175,6 +181,8 @@ impl Controller {
             trace_ifindex: AtomicU64::new(0),
             stats,
             health: std::sync::Mutex::new(book),
+            health_changes: AtomicU64::new(0),
+            health_applied: AtomicU64::new(0),
             events: EventHub::default(),
             config_tx,
             names,
@@ -216,13 +224,19 @@ impl Controller {
     /// that VIP's table and swaps it in.
     pub async fn report_health(&self, spec: &CheckSpec, result: Result<(), String>) {
         let key = (spec.vip.clone(), spec.backend);
-        let (transition, error) = {
+        let (transition, error, change) = {
             let mut book = self.book();
             let h = book.entry(key).or_insert_with(BackendHealth::up);
             let t = h.record(&result, spec.timing.rise, spec.timing.fall);
-            (t, h.last_error.clone())
+            let error = h.last_error.clone();
+            // Counted under the book's lock: a resync that reads the book
+            // and this count together sees this transition in the book.
+            let change = t.map(|_| self.health_changes.fetch_add(1, Ordering::SeqCst) + 1);
+            (t, error, change)
         };
-        let Some(state) = transition else { return };
+        let (Some(state), Some(change)) = (transition, change) else {
+            return;
+        };
         match state {
             HealthState::Down => {
                 tracing::warn!(vip = %spec.vip, backend = %spec.backend, error = ?error, "backend down")
@@ -242,14 +256,22 @@ impl Controller {
             .to_string(),
             error: (state == HealthState::Down).then_some(error).flatten(),
         });
-        self.resync().await;
+        self.resync(change).await;
     }
 
     /// Rebuilds the plan from the current configuration and health, and
-    /// applies it.
-    async fn resync(&self) {
+    /// applies it — unless a resync since health transition `change` was
+    /// recorded has published it already.
+    async fn resync(&self, change: u64) {
         let mut current = self.current.lock().await;
-        let down = down_set(&self.book());
+        if self.health_applied.load(Ordering::SeqCst) >= change {
+            return;
+        }
+        let (down, seen) = {
+            let book = self.book();
+            (down_set(&book), self.health_changes.load(Ordering::SeqCst))
+        };
+        let started = std::time::Instant::now();
         let plan = match current.plan.update(&current.config, &down) {
             Ok(p) => Arc::new(p),
             Err(e) => {
@@ -262,6 +284,12 @@ impl Controller {
             Ok(Ok(())) => {
                 self.announce_fail_open(&current.plan, &plan);
                 current.plan = plan;
+                self.health_applied.fetch_max(seen, Ordering::SeqCst);
+                tracing::info!(
+                    changes = seen,
+                    apply_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "health published"
+                );
             }
             Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "applying a health change"),
             Err(e) => tracing::error!(error = %e, "applying a health change"),

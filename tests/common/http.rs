@@ -58,10 +58,11 @@ impl Conn {
     ) -> io::Result<Reply> {
         let method = if upload > 0 { "POST" } else { "GET" };
         let conn = if close { "close" } else { "keep-alive" };
-        write!(
-            self.stream,
+        // One write: the request head in one segment.
+        let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: lethe\r\nConnection: {conn}\r\nContent-Length: {upload}\r\n\r\n"
-        )?;
+        );
+        self.stream.write_all(head.as_bytes())?;
         let chunk = vec![b'u'; 64 * 1024];
         let mut left = upload;
         while left > 0 {

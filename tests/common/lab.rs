@@ -170,10 +170,7 @@ impl Lab {
         wait_until(
             Duration::from_secs(5),
             &format!("{what} ({pid}) to die"),
-            || {
-                // SAFETY: signal 0 only checks for existence.
-                unsafe { libc::kill(pid, 0) != 0 }
-            },
+            || gone(pid),
         );
     }
 
@@ -276,4 +273,16 @@ pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -
         std::thread::sleep(Duration::from_millis(20));
     }
     start.elapsed()
+}
+
+/// The process has exited: no such pid, or a zombie (the lab's processes
+/// are orphans, and whoever reaps orphans may take its time).
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
 }
