@@ -232,6 +232,7 @@ up() {
     fi
     if [ "$BUILD" = 1 ]; then
         bash "$REPO/scripts/setup.sh"
+        export PATH="$HOME/.cargo/bin:$PATH"
         (cd "$REPO" && cargo build --quiet)
     fi
     mkdir -p "$STATE"
@@ -246,10 +247,11 @@ up() {
         traffic 200
         cat <<EOF
 
-Watch it:
-  nsenter --net=/run/netns/$(ns lb) $BIN tail --vip dsr4        # set event_sample_rate first:
+Watch it (inside the LB namespace: nsenter keeps the machine's bpffs in view):
   nsenter --net=/run/netns/$(ns lb) curl -s -X PATCH $API/v1/vips/dsr4 -H 'Content-Type: application/json' -d '{"event_sample_rate": 1}'
+  nsenter --net=/run/netns/$(ns lb) $BIN tail --vip dsr4     # every decision of dsr4, live
   nsenter --net=/run/netns/$(ns lb) $BIN stats
+  nsenter --net=/run/netns/$(ns lb) $BIN doctor --instance $(ns lb) --state-dir $STATE/lb
   nsenter --net=/run/netns/$(ns lb) curl -s $API/metrics
   nsenter --net=/run/netns/$(ns client) curl -s http://10.100.0.1/
   scripts/lab.sh down --prefix $PREFIX
