@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 /// Each `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.skel.rs`.
-const PROGRAMS: &[&str] = &["lethe", "pass", "decap"];
+const PROGRAMS: &[&str] = &["lethe", "pass", "decap", "bench"];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

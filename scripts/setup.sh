@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 
-PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make ethtool bpftool iproute2 curl procps python3)
+PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make ethtool bpftool iproute2 curl procps python3 iperf3 nftables)
 
 missing=()
 for p in "${PKGS[@]}"; do

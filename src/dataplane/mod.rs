@@ -4,6 +4,7 @@
 
 mod apply;
 mod attach;
+mod bench;
 pub mod decap;
 pub mod events;
 mod pass;
@@ -30,6 +31,7 @@ use crate::plan::VipKey;
 pub use attach::{
     pinned_link, xdp_query, AttachMode, LinkOutcome, PinnedLink, XdpLink, XdpMode, XdpState,
 };
+pub use bench::{pin_thread_to_cpu, Timed, TrafficGenerator, GEN_MAX_LEN};
 pub use decap::DecapProgram;
 pub use pass::PassProgram;
 pub use records::Pod;

@@ -43,6 +43,11 @@ impl PassProgram {
         attach::attach(self.skel.progs.xdp_pass.as_fd(), ifindex, mode)
     }
 
+    /// The program, for the benchmarks' runs (bench.rs).
+    pub(super) fn program(&self) -> &libbpf_rs::ProgramMut<'static> {
+        &self.skel.progs.xdp_pass
+    }
+
     /// One run on `frame` (repeat times); the kernel-measured time per run.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, DataplaneError> {
         let mut out = vec![0u8; frame.len() + 256];
