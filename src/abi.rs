@@ -47,7 +47,7 @@ pub enum Mode {
     Dsr = 1,
     /// L3 DSR: IPv4/IPv6 encapsulated in IPv4/IPv6 to the backend.
     Ipip = 2,
-    /// L3 DSR in UDP (GUE variant 1). Not forwarded yet.
+    /// L3 DSR in UDP (GUE variant 1).
     Gue = 3,
     /// Stateless NAT both ways: destination rewritten on the way in,
     /// source rewritten on the way back.

@@ -348,6 +348,8 @@ impl From<Proto> for Protocol {
 enum ModeArg {
     Dsr,
     Ipip,
+    Gue,
+    Nat,
 }
 
 impl From<ModeArg> for Mode {
@@ -355,6 +357,8 @@ impl From<ModeArg> for Mode {
         match m {
             ModeArg::Dsr => Mode::Dsr,
             ModeArg::Ipip => Mode::Ipip,
+            ModeArg::Gue => Mode::Gue,
+            ModeArg::Nat => Mode::Nat,
         }
     }
 }

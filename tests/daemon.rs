@@ -382,11 +382,38 @@ fn cli_commands_drive_the_daemon() {
             &["backend", "add", "web", "10.1.0.12", "--weight", "2"],
             "weight 2",
         );
+        // Every mode is reachable from the CLI.
+        for (name, mode, port) in [
+            ("w-ipip", "ipip", "81"),
+            ("w-gue", "gue", "82"),
+            ("w-nat", "nat", "83"),
+        ] {
+            ok(
+                &[
+                    "vip",
+                    "add",
+                    name,
+                    "--address",
+                    "10.100.0.1",
+                    "--port",
+                    port,
+                    "--mode",
+                    mode,
+                ],
+                &format!("added VIP {name}"),
+            );
+        }
         let list = ok(&["vip", "list"], "web");
         assert!(
             list.contains("10.100.0.1") && list.contains("dsr"),
             "{list}"
         );
+        for mode in ["ipip", "gue", "nat"] {
+            assert!(list.contains(mode), "{mode} not in\n{list}");
+        }
+        for name in ["w-ipip", "w-gue", "w-nat"] {
+            ok(&["vip", "del", name], name);
+        }
         let backends = ok(&["backend", "list", "web"], "10.1.0.12");
         assert!(
             backends.contains("43691"),
