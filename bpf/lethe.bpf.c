@@ -77,14 +77,20 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 	p->mode = LETHE_MODE_NAT;
 	count(&return_stats, r->vip_id, p->len);
 	/* What a backend sends that Lethe cannot forward itself — above all
-	 * to this host, like the answers to health checks — is the kernel's. */
+	 * to this host, like the answers to health checks — is the kernel's,
+	 * untouched. Towards a client whose next hop is not resolved yet, it is
+	 * the kernel's too, but rewritten: the kernel resolves the neighbour
+	 * and forwards it, where an untouched reply would reach the client
+	 * from the backend's address and be reset. */
 	why = nexthop(ctx, p, (const __u8 *)p->dst, p->family, p->l3_len, 0, &fib);
-	if (why != NEXTHOP_OK)
+	if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))
 		return verdict(ctx, p, XDP_DROP, LETHE_R_INTERNAL);
+	if (why == LETHE_R_NO_NEIGH)
+		return verdict(ctx, p, XDP_PASS, LETHE_R_NO_NEIGH);
 	if (data + sizeof(struct ethhdr) > data_end)
 		return verdict(ctx, p, XDP_DROP, LETHE_R_TRUNC_ETH);
 	set_macs(data, &fib);
@@ -175,11 +181,16 @@ int lethe_xdp(struct xdp_md *ctx)
 		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, 0);
-		if (why != NEXTHOP_OK)
+		if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (p.icmp ? nat_icmp_rewrite(data, data_end, &p, be->addr, be->port)
 			   : nat_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_INTERNAL);
+		/* Rewritten, the packet is an ordinary one to the backend: the
+		 * kernel resolves the neighbour and forwards it (untouched, it
+		 * would be routed to the VIP, back where it came from). */
+		if (why == LETHE_R_NO_NEIGH)
+			return verdict(ctx, &p, XDP_PASS, LETHE_R_NO_NEIGH);
 		if (data + sizeof(struct ethhdr) > data_end)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
 		set_macs(data, &fib);

@@ -224,15 +224,32 @@ impl Env {
         self.finish(&g, f.dst, zero_udp_csum)
     }
 
+    /// A rewritten frame passed to the kernel (unresolved next hop): the
+    /// input's MACs, the rewritten packet's headers.
+    fn kept_macs(&self, rewritten: Vec<u8>, input: &[u8]) -> Vec<u8> {
+        let mut out = rewritten;
+        out[..12].copy_from_slice(&input[..12]);
+        out
+    }
+
     fn finish(&self, g: &Flow, towards: IpAddr, zero_udp_csum: bool) -> Vec<u8> {
         let mut out = g.frame(self.lb_mac);
         if zero_udp_csum {
             zero_udp_checksum(&mut out);
         }
-        let (smac, dmac) = self.macs_for(towards);
-        out[0..6].copy_from_slice(&dmac);
-        out[6..12].copy_from_slice(&smac);
+        // No neighbour: the frame is passed to the kernel with the input's
+        // MACs (see kept_macs).
+        if self.resolved(towards) {
+            let (smac, dmac) = self.macs_for(towards);
+            out[0..6].copy_from_slice(&dmac);
+            out[6..12].copy_from_slice(&smac);
+        }
         out
+    }
+
+    fn resolved(&self, towards: IpAddr) -> bool {
+        let (_, gw) = self.egress(towards);
+        self.topo.neighbour_mac(gw.unwrap_or(towards)).is_some()
     }
 
     /// ipip: L2 (and tag) with new MACs and EtherType, the outer header
@@ -735,6 +752,24 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             frame(&tcp4("10.100.0.23", 80)),
             Reason::NoRoute,
         ),
+        fwd_as(
+            "nat backend without a resolved neighbour: rewritten, passed to the kernel",
+            frame(&tcp4("10.100.0.24", 80)),
+            Reason::NoNeigh,
+            env.kept_macs(
+                env.nat_in(&tcp4("10.100.0.24", 80), false),
+                &frame(&tcp4("10.100.0.24", 80)),
+            ),
+        ),
+        fwd_as(
+            "nat backend without a resolved neighbour, ipv6",
+            frame(&tcp6("fd00:100::24", 80)),
+            Reason::NoNeigh,
+            env.kept_macs(
+                env.nat_in(&tcp6("fd00:100::24", 80), false),
+                &frame(&tcp6("fd00:100::24", 80)),
+            ),
+        ),
     ]);
     let back4 = Flow::tcp("10.1.0.11", 8080, "198.51.100.7", 40_001);
     let back6 = Flow::tcp("fd00:1::11", 8443, "2001:db8:c::7", 40_001);
@@ -780,6 +815,20 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             "a nat backend's answer to this host (a health check): the kernel's",
             frame(&Flow::tcp("10.1.0.11", 8080, "10.1.0.1", 33_000)),
             Reason::ReturnPassed,
+        ),
+        fwd_as(
+            "nat return towards an unresolved next hop: rewritten, passed to the kernel",
+            frame(&Flow::tcp("10.1.0.11", 8080, "10.1.0.99", 40_002)),
+            Reason::NoNeigh,
+            env.kept_macs(
+                env.nat_back(
+                    &Flow::tcp("10.1.0.11", 8080, "10.1.0.99", 40_002),
+                    "10.100.0.20",
+                    80,
+                    false,
+                ),
+                &frame(&Flow::tcp("10.1.0.11", 8080, "10.1.0.99", 40_002)),
+            ),
         ),
         left(
             "nat return towards a client without a route",

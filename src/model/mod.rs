@@ -135,6 +135,17 @@ fn nat_return(
         tot_len: p.l3_len,
     }) {
         Fib::Forward(hop) => hop,
+        // Towards an unresolved next hop: rewritten, for the kernel to
+        // resolve and forward.
+        Fib::NoNeigh => {
+            return Outcome {
+                action: Action::Pass,
+                reason: Reason::NoNeigh,
+                frame: rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port),
+                vip: Some(idx),
+                backend: None,
+            }
+        }
         // What a backend sends that Lethe cannot forward itself (e.g. to
         // this host: answers to health checks) is the kernel's.
         _ => return untouched(Reason::ReturnPassed, Some(idx)),
@@ -220,8 +231,31 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         dst: backend,
         tot_len: p.l3_len + outer_len,
     };
+    let nat_rewrite = || {
+        let planned = &plan.vips[chosen.vip].vip;
+        let port = planned
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map_or(0, |b| planned.backend_port(b));
+        if p.icmp {
+            rewrite::nat_icmp(frame, &p, backend, port)
+        } else {
+            rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port)
+        }
+    };
     let hop = match net.route(&query) {
         Fib::Forward(hop) => hop,
+        // nat: rewritten, the kernel resolves the neighbour and forwards it.
+        Fib::NoNeigh if mode == Mode::Nat => {
+            return Outcome {
+                action: Action::Pass,
+                reason: Reason::NoNeigh,
+                frame: nat_rewrite(),
+                vip,
+                backend: Some(backend),
+            }
+        }
         Fib::NoNeigh => return left(Reason::NoNeigh, vip, backend),
         Fib::FwdDisabled => return left(Reason::FwdDisabled, vip, backend),
         Fib::FragNeeded { mtu } => {
@@ -247,20 +281,7 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     let out = match mode {
         Mode::Dsr if hop.via_gateway => return left(Reason::NotAdjacent, vip, backend),
         Mode::Dsr => rewrite::dsr(frame, &hop),
-        Mode::Nat => {
-            let planned = &plan.vips[chosen.vip].vip;
-            let port = planned
-                .backends
-                .iter()
-                .find(|b| b.address == backend)
-                .map_or(0, |b| planned.backend_port(b));
-            let rewritten = if p.icmp {
-                rewrite::nat_icmp(frame, &p, backend, port)
-            } else {
-                rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port)
-            };
-            rewrite::with_macs(rewritten, &hop)
-        }
+        Mode::Nat => rewrite::with_macs(nat_rewrite(), &hop),
         Mode::Gue => rewrite::encap(frame, &p, &hop, backend, chosen.hash, plan.gue_port),
         Mode::Ipip => rewrite::encap(frame, &p, &hop, backend, chosen.hash, 0),
     };
