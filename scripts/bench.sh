@@ -35,6 +35,10 @@ BODY="$TMP/body.md"
 : >"$BODY"
 FAILED=()
 TOTAL_START=$SECONDS
+# What is measured: the tree as the run starts.
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (with uncommitted changes)"
+STARTED="$(date -u '+%Y-%m-%d %H:%M UTC')"
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -82,10 +86,8 @@ part "4b. Throughput: TCP (iperf3) through Lethe, kernel forwarding, nftables DN
 
 {
     printf '# Lethe benchmarks\n\n'
-    printf 'Produced by `sudo scripts/bench.sh` on %s: commit %s%s, kernel %s, %s CPUs (%s).\n' \
-        "$(date -u +%Y-%m-%d)" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-        "$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')" \
-        "$(uname -r)" "$(nproc)" \
+    printf 'Produced by `sudo scripts/bench.sh`, started %s on commit %s; kernel %s, %s CPUs (%s).\n' \
+        "$STARTED" "$COMMIT" "$(uname -r)" "$(nproc)" \
         "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     printf 'Build %s s, benchmarks %s s. Targets are SPEC.md'"'"'s (Performance).\n' \
         "$BUILD_SECS" "$((SECONDS - TOTAL_START - BUILD_SECS))"
