@@ -99,6 +99,17 @@ struct lethe_config {
 /* lethe_config.flags */
 #define LETHE_CFG_F_NAT (1 << 0) /* some VIP is nat: look return traffic up */
 
+/* addr_filter: two bitmaps of LETHE_FILTER_BITS bits (u64 words), one bit
+ * per address hash (addr_bit in hash.h): the VIP addresses (looked up by
+ * destination) and the nat backends (looked up by source). A clear bit
+ * proves the address is none of them, so traffic that is no VIP's skips
+ * every hash-map lookup. The control plane sets a bit before anything that
+ * needs it and clears it after. */
+#define LETHE_FILTER_BITS 65536
+#define LETHE_FILTER_WORDS (LETHE_FILTER_BITS / 64)
+#define LETHE_FILTER_VIP 0
+#define LETHE_FILTER_NAT LETHE_FILTER_WORDS
+
 /*
  * nat_returns: the stateless return path of nat VIPs. Keyed like a VIP
  * (struct lethe_vip_key) by backend address, backend port (0: the VIP takes

@@ -40,6 +40,18 @@ static __always_inline __u32 lh_final(__u32 h)
 	return h;
 }
 
+/* The bit of an address in an addr_filter bitmap: its words (as loaded,
+ * little-endian) folded, then a multiplicative hash to 16 bits. Rust twin:
+ * flow_hash::addr_bit. */
+static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
+{
+	__u32 x = a[0];
+
+	if (family != LETHE_AF_INET)
+		x ^= lh_rotl(a[1], 8) ^ lh_rotl(a[2], 16) ^ lh_rotl(a[3], 24);
+	return (x * 0x9E3779B1U) >> 16;
+}
+
 static __always_inline __u32 flow_hash(const struct packet *p, __u32 seed, int sticky)
 {
 	__u32 ports = (sticky ? 0 : (__u32)p->sport) | ((__u32)p->dport << 16);

@@ -32,10 +32,24 @@ static __always_inline int reason_action(enum lethe_reason why)
 	return XDP_DROP;
 }
 
+/* Whether `a` may be in the addr_filter bitmap starting at word `base`:
+ * false proves it is not (an array lookup, no hashing of a key). */
+static __always_inline int addr_maybe(__u32 base, const __u32 *a, __u8 family)
+{
+	__u32 bit = addr_bit(a, family);
+	__u32 word = base + (bit >> 6);
+	const __u64 *w = bpf_map_lookup_elem(&addr_filter, &word);
+
+	return w && ((*w >> (bit & 63)) & 1);
+}
+
 static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 {
 	struct lethe_vip_key key = {};
 	const struct lethe_vip *vip;
+
+	if (!addr_maybe(LETHE_FILTER_VIP, p->dst, p->family))
+		return NULL;
 
 	__builtin_memcpy(key.addr, p->dst, 16);
 	key.port = p->dport;
@@ -123,7 +137,8 @@ int lethe_xdp(struct xdp_md *ctx)
 
 	vip = find_vip(&p);
 	if (!vip) {
-		if ((cfg->flags & LETHE_CFG_F_NAT) && !p.icmp)
+		if ((cfg->flags & LETHE_CFG_F_NAT) && !p.icmp &&
+		    addr_maybe(LETHE_FILTER_NAT, p.src, p.family))
 			return nat_return_path(ctx, &p);
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
 	}

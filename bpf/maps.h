@@ -88,6 +88,14 @@ struct {
 	__type(value, struct lethe_nat_return);
 } nat_returns SEC(".maps");
 
+/* See LETHE_FILTER_BITS in abi.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * LETHE_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} addr_filter SEC(".maps");
+
 /* Per VIP: packets of the nat return path (backend -> client). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

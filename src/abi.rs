@@ -25,6 +25,12 @@ pub const EVENTS_DROPPED: u32 = 1;
 
 /// `lethe_config.flags`: some VIP is nat; look return traffic up.
 pub const CFG_F_NAT: u32 = 1 << 0;
+/// addr_filter (see bpf/abi.h): bits per bitmap, words per bitmap, and the
+/// first word of each bitmap.
+pub const FILTER_BITS: u32 = 65_536;
+pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
+pub const FILTER_VIP: u32 = 0;
+pub const FILTER_NAT: u32 = FILTER_WORDS;
 
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;

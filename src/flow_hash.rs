@@ -47,6 +47,22 @@ fn addr_words(h: u32, addr: &IpAddr) -> u32 {
 
 /// The flow hash of `key` under `seed`; `sticky` leaves the source port out.
 /// `src` and `dst` must be of one family.
+/// The bit of an address in an addr_filter bitmap (bpf/hash.h addr_bit):
+/// the address's 32-bit words, loaded little-endian, folded, then a
+/// multiplicative hash to 16 bits.
+pub fn addr_bit(addr: &IpAddr) -> u32 {
+    let x = match addr {
+        IpAddr::V4(a) => u32::from_le_bytes(a.octets()),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w =
+                |i: usize| u32::from_le_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]);
+            w(0) ^ w(1).rotate_left(8) ^ w(2).rotate_left(16) ^ w(3).rotate_left(24)
+        }
+    };
+    x.wrapping_mul(0x9E37_79B1) >> 16
+}
+
 pub fn flow_hash(key: &FlowKey, seed: u32, sticky: bool) -> u32 {
     let len: u32 = if key.dst.is_ipv4() { 16 } else { 40 };
     let sport = if sticky { 0 } else { key.sport };

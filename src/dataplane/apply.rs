@@ -29,6 +29,7 @@ use crate::plan::{Plan, PlannedVip, VipKey};
 
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
+    pub addr_filter: &'a dyn MapCore,
     pub nat_returns: &'a dyn MapCore,
     pub return_stats: &'a dyn MapCore,
     pub vips: &'a dyn MapCore,
@@ -90,6 +91,8 @@ struct InstalledVip {
 #[derive(Debug)]
 pub struct Installed {
     config: Option<lethe_config>,
+    /// addr_filter as written: both bitmaps, word by word.
+    filter: Vec<u64>,
     /// nat_returns entries, by (backend, port, protocol).
     nat: HashMap<VipKey, lethe_nat_return>,
     vips: HashMap<VipKey, InstalledVip>,
@@ -101,6 +104,7 @@ impl Default for Installed {
     fn default() -> Self {
         Installed {
             config: None,
+            filter: vec![0; 2 * abi::FILTER_WORDS as usize],
             nat: HashMap::new(),
             vips: HashMap::new(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
@@ -155,6 +159,14 @@ impl Installed {
             config: lookup::<lethe_config>(maps.config, "lb_config", &0u32.to_ne_bytes())?,
             ..Default::default()
         };
+        for (i, word) in inst.filter.iter_mut().enumerate() {
+            *word = maps
+                .addr_filter
+                .lookup(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map("addr_filter", "lookup", e))?
+                .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
+                .unwrap_or(0);
+        }
         let keys: Vec<Vec<u8>> = maps.nat_returns.keys().collect();
         for raw in keys {
             let key = lethe_vip_key::from_bytes(&raw).and_then(|k| records::vip_key_from(&k));
@@ -285,9 +297,19 @@ impl Installed {
     }
 
     pub fn apply(&mut self, maps: &Maps<'_>, plan: &Plan) -> Result<(), DataplaneError> {
-        // Return-path entries of nat VIPs that go, first; then VIPs removed
-        // (their ids become free for what is added), then VIPs added or
-        // changed, then the return entries they need, then the settings.
+        // The address filter first lets through what the old and the new
+        // plan need; return-path entries of nat VIPs that go, next; then
+        // VIPs removed (their ids become free for what is added), then VIPs
+        // added or changed, then the return entries they need, then the
+        // settings; last, the filter drops what only the old plan needed.
+        let filter = Self::filter_for(plan);
+        let union: Vec<u64> = self
+            .filter
+            .iter()
+            .zip(&filter)
+            .map(|(a, b)| a | b)
+            .collect();
+        self.write_filter(maps, &union)?;
         let nat_wanted = self.nat_wanted(plan);
         let stale: Vec<VipKey> = self
             .nat
@@ -340,6 +362,40 @@ impl Installed {
                 .update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
                 .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
             self.config = Some(cfg);
+        }
+        self.write_filter(maps, &filter)
+    }
+
+    /// Both addr_filter bitmaps for `plan`: a bit per VIP address, a bit
+    /// per nat backend address.
+    fn filter_for(plan: &Plan) -> Vec<u64> {
+        let mut words = vec![0u64; 2 * abi::FILTER_WORDS as usize];
+        let mut set = |base: u32, addr: &IpAddr| {
+            let bit = crate::flow_hash::addr_bit(addr);
+            words[(base + bit / 64) as usize] |= 1 << (bit % 64);
+        };
+        for v in &plan.vips {
+            set(abi::FILTER_VIP, &v.vip.address);
+        }
+        for k in plan.nat_returns.keys() {
+            set(abi::FILTER_NAT, &k.0);
+        }
+        words
+    }
+
+    /// Writes the words of addr_filter that differ from `words`.
+    fn write_filter(&mut self, maps: &Maps<'_>, words: &[u64]) -> Result<(), DataplaneError> {
+        for (i, (&want, have)) in words.iter().zip(self.filter.iter_mut()).enumerate() {
+            if want != *have {
+                maps.addr_filter
+                    .update(
+                        &(i as u32).to_ne_bytes(),
+                        &want.to_ne_bytes(),
+                        MapFlags::ANY,
+                    )
+                    .map_err(|e| DataplaneError::map("addr_filter", "update", e))?;
+                *have = want;
+            }
         }
         Ok(())
     }

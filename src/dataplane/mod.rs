@@ -184,6 +184,7 @@ impl Dataplane {
     fn maps(&self) -> apply::Maps<'_> {
         apply::Maps {
             config: &self.skel.maps.lb_config,
+            addr_filter: &self.skel.maps.addr_filter,
             nat_returns: &self.skel.maps.nat_returns,
             return_stats: &self.skel.maps.return_stats,
             vips: &self.skel.maps.vips,
