@@ -65,8 +65,20 @@ struct lethe_backend {
 	__u8 addr[16]; /* IPv4: addr[0..4] */
 	__be16 port;   /* nat: destination port; 0 = keep */
 	__u8 family;   /* enum lethe_family; 0 = free */
-	__u8 flags;
+	__u8 flags;    /* LETHE_BACKEND_F_* */
 	__u32 vip_id;
+};
+
+/* backend_srcs[id] holds the outer source address for encapsulating to
+ * this backend: the one the kernel chooses (`ip route get BACKEND` → src),
+ * resolved by the control plane when it writes the record. Without it the
+ * program asks the route lookup for a source on every packet, which over
+ * IPv6 scores every address of the host (~1.2 µs). Written before the
+ * record, never rewritten while a table names the id. */
+#define LETHE_BACKEND_F_SRC (1 << 0)
+
+struct lethe_backend_src {
+	__u8 addr[16]; /* IPv4: addr[0..4] */
 };
 
 /*
@@ -252,6 +264,7 @@ struct lethe_abi_enums {
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
 _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
+_Static_assert(sizeof(struct lethe_backend_src) == 16, "lethe_backend_src size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
 _Static_assert(sizeof(struct lethe_nat_return) == 24, "lethe_nat_return size");
 _Static_assert(sizeof(struct lethe_decap_config) == 8, "lethe_decap_config size");

@@ -177,15 +177,24 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_IPIP:
 	case LETHE_MODE_GUE: {
 		__be16 gue_port = vip->mode == LETHE_MODE_GUE ? cfg->gue_port : 0;
+		const struct lethe_backend_src *src = NULL;
 
 		if (be->family == LETHE_AF_INET && p.family == LETHE_AF_INET6)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
+		if (be->flags & LETHE_BACKEND_F_SRC)
+			src = bpf_map_lookup_elem(&backend_srcs, backend_id);
 		why = nexthop(ctx, &p, be->addr, be->family,
-			      p.l3_len + encap_len(be->family, gue_port != 0), 1, &fib);
+			      p.l3_len + encap_len(be->family, gue_port != 0), !src, &fib);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, encap_len(be->family, gue_port != 0));
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
+		if (src) {
+			if (be->family == LETHE_AF_INET)
+				__builtin_memcpy(&fib.ipv4_src, src->addr, 4);
+			else
+				__builtin_memcpy(fib.ipv6_src, src->addr, 16);
+		}
 		if (encap(ctx, &p, be, &fib, hash, gue_port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_ENCAP_FAILED);
 		break;

@@ -88,6 +88,14 @@ struct {
 	__type(value, struct lethe_nat_return);
 } nat_returns SEC(".maps");
 
+/* See LETHE_BACKEND_F_SRC in abi.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LETHE_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct lethe_backend_src);
+} backend_srcs SEC(".maps");
+
 /* See LETHE_FILTER_BITS in abi.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

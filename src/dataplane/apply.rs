@@ -30,6 +30,7 @@ use crate::plan::{Plan, PlannedVip, VipKey};
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
+    pub backend_srcs: &'a dyn MapCore,
     pub nat_returns: &'a dyn MapCore,
     pub return_stats: &'a dyn MapCore,
     pub vips: &'a dyn MapCore,
@@ -76,6 +77,22 @@ impl IdPool {
 struct InstalledBackend {
     id: u32,
     port: u16,
+    /// The outer source address in backend_srcs (encapsulating VIPs).
+    src: Option<IpAddr>,
+}
+
+/// The source address the kernel picks towards `backend` (as `ip route
+/// get` shows it): a UDP socket connected there, which sends nothing.
+fn resolve_source(backend: IpAddr) -> Option<IpAddr> {
+    let any: std::net::SocketAddr = if backend.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect((backend, 9)).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 #[derive(Debug)]
@@ -235,11 +252,22 @@ impl Installed {
             match (owner, records::addr_from(&rec.addr, rec.family)) {
                 (Some(v), Some(addr)) if !v.backends.contains_key(&addr) => {
                     inst.backend_ids.claim(id);
+                    let src = if rec.flags & abi::BACKEND_F_SRC != 0 {
+                        lookup::<records::lethe_backend_src>(
+                            maps.backend_srcs,
+                            "backend_srcs",
+                            &id.to_ne_bytes(),
+                        )?
+                        .and_then(|s| records::addr_from(&s.addr, rec.family))
+                    } else {
+                        None
+                    };
                     v.backends.insert(
                         addr,
                         InstalledBackend {
                             id,
                             port: records::port_from(rec.port),
+                            src,
                         },
                     );
                 }
@@ -481,22 +509,49 @@ impl Installed {
             );
         }
 
-        // 1. Backend records: keep ids whose record is unchanged, write new ones.
+        // 1. Backend records: keep ids whose record is unchanged, write new
+        // ones. Encapsulating VIPs' backends carry their outer source
+        // address: resolved when the record is written (and again for a
+        // kept one without it, if it resolves now).
+        let encap = matches!(planned.mode(), abi::Mode::Ipip | abi::Mode::Gue);
         let mut next: HashMap<IpAddr, InstalledBackend> = HashMap::new();
         let mut fresh = Vec::new();
         for b in &planned.vip.backends {
             let port = planned.vip.backend_port(b);
             let current = self.vips[&key].backends.get(&b.address).copied();
+            let wanted_src = match current {
+                Some(cur) if cur.port == port && (!encap || cur.src.is_some()) => None,
+                _ if encap => resolve_source(b.address),
+                _ => None,
+            };
             let installed = match current {
-                Some(cur) if cur.port == port => cur,
+                Some(cur) if cur.port == port && wanted_src.is_none() => cur,
                 _ => {
                     let id = self.backend_ids.take()?;
                     fresh.push(id);
-                    let rec = records::backend(&b.address, port, self.vips[&key].vip_id);
-                    let written = maps
-                        .backends
-                        .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
-                        .map_err(|e| DataplaneError::map("backends", "update", e))
+                    let rec = records::backend(
+                        &b.address,
+                        port,
+                        self.vips[&key].vip_id,
+                        wanted_src.is_some(),
+                    );
+                    let src_written = match wanted_src {
+                        Some(src) => maps
+                            .backend_srcs
+                            .update(
+                                &id.to_ne_bytes(),
+                                records::backend_src(&src).as_bytes(),
+                                MapFlags::ANY,
+                            )
+                            .map_err(|e| DataplaneError::map("backend_srcs", "update", e)),
+                        None => Ok(()),
+                    };
+                    let written = src_written
+                        .and_then(|()| {
+                            maps.backends
+                                .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
+                                .map_err(|e| DataplaneError::map("backends", "update", e))
+                        })
                         .and_then(|()| zero_counters(maps.backend_stats, "backend_stats", id));
                     if let Err(e) = written {
                         for id in fresh {
@@ -504,7 +559,11 @@ impl Installed {
                         }
                         return Err(e);
                     }
-                    InstalledBackend { id, port }
+                    InstalledBackend {
+                        id,
+                        port,
+                        src: wanted_src,
+                    }
                 }
             };
             next.insert(b.address, installed);

@@ -185,6 +185,7 @@ impl Dataplane {
         apply::Maps {
             config: &self.skel.maps.lb_config,
             addr_filter: &self.skel.maps.addr_filter,
+            backend_srcs: &self.skel.maps.backend_srcs,
             nat_returns: &self.skel.maps.nat_returns,
             return_stats: &self.skel.maps.return_stats,
             vips: &self.skel.maps.vips,

@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 
 use super::skel::types;
-use crate::abi::{FAMILY_INET, FAMILY_INET6};
+use crate::abi::{BACKEND_F_SRC, FAMILY_INET, FAMILY_INET6};
 use crate::plan::VipKey;
 
 pub use types::{
-    lethe_backend, lethe_config, lethe_counter, lethe_nat_return, lethe_trace, lethe_vip,
-    lethe_vip_key,
+    lethe_backend, lethe_backend_src, lethe_config, lethe_counter, lethe_nat_return, lethe_trace,
+    lethe_vip, lethe_vip_key,
 };
 
 /// Types whose every byte is initialised data: `repr(C)` structs of
@@ -51,6 +51,7 @@ impl Pod for lethe_config {}
 impl Pod for lethe_counter {}
 impl Pod for lethe_trace {}
 impl Pod for lethe_nat_return {}
+impl Pod for lethe_backend_src {}
 
 /// Address bytes as the ABI stores them (IPv4 in the first 4 bytes) and
 /// the ABI family code.
@@ -77,14 +78,21 @@ pub fn vip_key(k: &VipKey) -> lethe_vip_key {
     }
 }
 
-pub fn backend(address: &IpAddr, port: u16, vip_id: u32) -> lethe_backend {
+/// A backend record; `src`: its outer source address is in backend_srcs.
+pub fn backend(address: &IpAddr, port: u16, vip_id: u32, src: bool) -> lethe_backend {
     let (addr, family) = addr_bytes(address);
     lethe_backend {
         addr,
         port: u16::from_ne_bytes(port.to_be_bytes()),
         family,
         vip_id,
-        ..Default::default()
+        flags: if src { BACKEND_F_SRC } else { 0 },
+    }
+}
+
+pub fn backend_src(address: &IpAddr) -> lethe_backend_src {
+    lethe_backend_src {
+        addr: addr_bytes(address).0,
     }
 }
 
