@@ -81,6 +81,15 @@ struct lethe_backend_src {
 	__u8 addr[16]; /* IPv4: addr[0..4] */
 };
 
+/* nexthop_ctl[0]: the program caches next hops of backends (nexthops in
+ * maps.h); an entry holds while gen is unchanged, for ttl_ms at most. */
+#define LETHE_NEXTHOP_TTL_MS 100 /* when ttl_ms is 0 */
+
+struct lethe_nexthop_ctl {
+	__u32 gen;    /* bumped by the control plane: every entry is stale */
+	__u32 ttl_ms; /* 0: LETHE_NEXTHOP_TTL_MS */
+};
+
 /*
  * The decision record of a traced packet. BPF_PROG_TEST_RUN callers put it
  * in the XDP metadata area in front of the frame with magic set; the program
@@ -266,6 +275,7 @@ _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_backend_src) == 16, "lethe_backend_src size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");
+_Static_assert(sizeof(struct lethe_nexthop_ctl) == 8, "lethe_nexthop_ctl size");
 _Static_assert(sizeof(struct lethe_nat_return) == 24, "lethe_nat_return size");
 _Static_assert(sizeof(struct lethe_decap_config) == 8, "lethe_decap_config size");
 _Static_assert(sizeof(struct lethe_local_addr) == 20, "lethe_local_addr size");

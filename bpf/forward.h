@@ -27,7 +27,7 @@ static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struc
 	long rc;
 
 	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->ifindex = ctx->ingress_ifindex;
+	fib->ifindex = p->ingress;
 	fib->l4_protocol = p->proto;
 	fib->sport = p->sport;
 	fib->dport = p->dport;
@@ -60,7 +60,7 @@ static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struc
 	}
 	if (want_src && fib->family == AF_INET && !fib->ipv4_src)
 		return LETHE_R_NO_SRC_ADDR;
-	if (fib->ifindex != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &fib->ifindex))
+	if (fib->ifindex != p->ingress && !bpf_map_lookup_elem(&tx_ports, &fib->ifindex))
 		return LETHE_R_NO_TX_PORT;
 	return NEXTHOP_OK;
 }
@@ -77,6 +77,89 @@ static __always_inline int nexthop_is_backend(const struct bpf_fib_lookup *fib,
 		return fib->ipv4_dst == addr[0];
 	return !((fib->ipv6_dst[0] ^ addr[0]) | (fib->ipv6_dst[1] ^ addr[1]) |
 		 (fib->ipv6_dst[2] ^ addr[2]) | (fib->ipv6_dst[3] ^ addr[3]));
+}
+
+/* Whether nh is a live answer for backend `be` arriving on this port. */
+static __always_inline int nexthop_fresh(const struct lethe_nexthop *nh,
+					 const struct lethe_backend *be, __u32 gen,
+					 __u32 ingress_ifindex)
+{
+	const __u64 *a = (const __u64 *)nh->addr, *b = (const __u64 *)be->addr;
+
+	return nh->family == be->family && nh->gen == gen &&
+	       nh->ingress_ifindex == ingress_ifindex && !((a[0] ^ b[0]) | (a[1] ^ b[1])) &&
+	       bpf_ktime_get_coarse_ns() < nh->expires_ns;
+}
+
+/*
+ * The next hop towards backend `id` (record `be`) for a packet of L3
+ * length tot_len on the wire: from this CPU's nexthops entry when it is
+ * fresh, else from the route lookup, whose complete answer is then kept
+ * (see nexthops in maps.h). With `dsr` the next hop must be the backend
+ * itself. Returns NEXTHOP_OK with fib's ifindex and MACs set,
+ * LETHE_R_FRAG_NEEDED with fib->mtu_result set, or why the packet cannot
+ * be forwarded. Answers exactly as nexthop() would, the route table and
+ * neighbours unchanged.
+ */
+static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, const struct packet *p,
+							 const struct lethe_backend *be, __u32 id,
+							 __u32 tot_len, int dsr,
+							 struct bpf_fib_lookup *fib)
+{
+	__u32 slot = id & (LETHE_NEXTHOP_SLOTS - 1), zero = 0, mtu, gen, ttl_ms;
+	struct lethe_nexthop *nh = bpf_map_lookup_elem(&nexthops, &slot);
+	const struct lethe_nexthop_ctl *ctl = bpf_map_lookup_elem(&nexthop_ctl, &zero);
+	enum lethe_reason why;
+
+	if (!nh || !ctl)
+		return LETHE_R_INTERNAL;
+	/* The generation before the lookup: a change the daemon announces
+	 * while this packet looks the route up leaves the entry stale. */
+	gen = *(volatile const __u32 *)&ctl->gen;
+	if (nexthop_fresh(nh, be, gen, p->ingress)) {
+		if (tot_len > nh->mtu) {
+			fib->mtu_result = nh->mtu;
+			return LETHE_R_FRAG_NEEDED;
+		}
+		if (dsr && !nh->adjacent)
+			return LETHE_R_NOT_ADJACENT;
+		fib->ifindex = nh->ifindex;
+		__builtin_memcpy(fib->smac, nh->smac, ETH_ALEN);
+		__builtin_memcpy(fib->dmac, nh->dmac, ETH_ALEN);
+		return NEXTHOP_OK;
+	}
+
+	/* Asked for the largest length, the lookup answers the path MTU
+	 * (it checks the MTU before the neighbour); then for this packet. */
+	why = nexthop(ctx, p, be->addr, be->family, 0xffff, 0, fib);
+	if (why == NEXTHOP_OK)
+		mtu = 0xffff;
+	else if (why == LETHE_R_FRAG_NEEDED)
+		mtu = fib->mtu_result;
+	else
+		return why;
+	if (tot_len > mtu) {
+		fib->mtu_result = mtu;
+		return LETHE_R_FRAG_NEEDED;
+	}
+	why = nexthop(ctx, p, be->addr, be->family, tot_len, 0, fib);
+	if (why != NEXTHOP_OK)
+		return why;
+
+	__builtin_memcpy(nh->addr, be->addr, 16);
+	ttl_ms = ctl->ttl_ms ? ctl->ttl_ms : LETHE_NEXTHOP_TTL_MS;
+	nh->expires_ns = bpf_ktime_get_coarse_ns() + (__u64)ttl_ms * 1000000;
+	nh->gen = gen;
+	nh->ingress_ifindex = p->ingress;
+	nh->ifindex = fib->ifindex;
+	nh->mtu = mtu;
+	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
+	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
+	nh->adjacent = nexthop_is_backend(fib, be);
+	nh->family = be->family;
+	if (dsr && !nh->adjacent)
+		return LETHE_R_NOT_ADJACENT;
+	return NEXTHOP_OK;
 }
 
 static __always_inline void set_macs(struct ethhdr *eth, const struct bpf_fib_lookup *fib)

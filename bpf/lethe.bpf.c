@@ -127,6 +127,7 @@ int lethe_xdp(struct xdp_md *ctx)
 	__u32 zero = 0, hash;
 	int action;
 
+	p.ingress = ctx->ingress_ifindex;
 	why = parse(data, data_end, &p);
 	if (why != PARSE_OK)
 		return verdict(ctx, &p, reason_action(why), why);
@@ -163,13 +164,11 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_DSR:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
+		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 1, &fib);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
-		if (!nexthop_is_backend(&fib, be))
-			return verdict(ctx, &p, XDP_DROP, LETHE_R_NOT_ADJACENT);
 		if (data + sizeof(struct ethhdr) > data_end)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
 		set_macs(data, &fib);
@@ -183,8 +182,15 @@ int lethe_xdp(struct xdp_md *ctx)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
 		if (be->flags & LETHE_BACKEND_F_SRC)
 			src = bpf_map_lookup_elem(&backend_srcs, backend_id);
-		why = nexthop(ctx, &p, be->addr, be->family,
-			      p.l3_len + encap_len(be->family, gue_port != 0), !src, &fib);
+		/* Without a cached source the route lookup picks one, every
+		 * packet (only when the control plane could not resolve it). */
+		if (src)
+			why = backend_nexthop(ctx, &p, be, *backend_id,
+					      p.l3_len + encap_len(be->family, gue_port != 0), 0,
+					      &fib);
+		else
+			why = nexthop(ctx, &p, be->addr, be->family,
+				      p.l3_len + encap_len(be->family, gue_port != 0), 1, &fib);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, encap_len(be->family, gue_port != 0));
 		if (why != NEXTHOP_OK)
@@ -202,7 +208,7 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_NAT:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = nexthop(ctx, &p, be->addr, be->family, p.l3_len, 0, &fib);
+		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 0, &fib);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)

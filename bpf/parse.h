@@ -48,6 +48,9 @@ struct packet {
 	 * as the client sent it (the inner packet's, inverted). */
 	__u8 icmp;
 	__u16 inner_off; /* the inner IP header */
+	__u32 ingress;	 /* ctx->ingress_ifindex, read once (the compiler may
+			  * otherwise address ctx through a register, which the
+			  * verifier refuses) */
 };
 
 static __always_inline int ipv6_is_ext_header(__u8 nexthdr)

@@ -22,5 +22,6 @@ pub mod maglev;
 pub mod model;
 pub mod neighbours;
 pub mod plan;
+pub mod route_watch;
 pub mod serve;
 pub mod store;

@@ -20,7 +20,7 @@ use crate::api::{self, ApiState};
 use crate::control::Controller;
 use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
 use crate::store::Store;
-use crate::{events, health, neighbours};
+use crate::{events, health, neighbours, route_watch};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -139,6 +139,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Duration::from_secs(30),
         cancel.clone(),
     ));
+    let route_watch = tokio::spawn(route_watch::watch(dp.clone(), cancel.clone()));
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = {
         let control = control.clone();
@@ -164,6 +165,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     stop_reader.store(true, Ordering::Relaxed);
     let _ = checks.await;
     let _ = neighbours.await;
+    let _ = route_watch.await;
     let _ = reader.join();
     drop(links);
     tracing::info!("stopped; the program stays attached (`lethe down` detaches)");

@@ -175,10 +175,14 @@ impl Dataplane {
             }
         }
         let skel = open.load().map_err(DataplaneError::Load)?;
-        Ok(Dataplane {
+        let dp = Dataplane {
             skel,
             installed: Mutex::new(Installed::default()),
-        })
+        };
+        // Reused pins may hold next hops from before the routes changed
+        // while no daemon was listening.
+        dp.invalidate_nexthops()?;
+        Ok(dp)
     }
 
     fn maps(&self) -> apply::Maps<'_> {
@@ -238,7 +242,46 @@ impl Dataplane {
             .maps
             .tx_ports
             .update(&ifindex.to_ne_bytes(), &val, MapFlags::ANY)
-            .map_err(|e| DataplaneError::map("tx_ports", "update", e))
+            .map_err(|e| DataplaneError::map("tx_ports", "update", e))?;
+        self.invalidate_nexthops()
+    }
+
+    /// Makes every next hop the program has cached (the `nexthops` map,
+    /// see bpf/maps.h) stale: the next packet to each backend asks the
+    /// route lookup again. For route, neighbour and link changes, and
+    /// tx_ports changes.
+    pub fn invalidate_nexthops(&self) -> Result<(), DataplaneError> {
+        let mut ctl = self.nexthop_ctl()?;
+        ctl.gen = ctl.gen.wrapping_add(1);
+        self.set_nexthop_ctl(&ctl)
+    }
+
+    /// How long a cached next hop holds at most (0: the program's default,
+    /// abi::NEXTHOP_TTL_MS). Also makes every cached next hop stale.
+    pub fn set_nexthop_ttl(&self, ttl: std::time::Duration) -> Result<(), DataplaneError> {
+        let mut ctl = self.nexthop_ctl()?;
+        ctl.gen = ctl.gen.wrapping_add(1);
+        ctl.ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        self.set_nexthop_ctl(&ctl)
+    }
+
+    fn nexthop_ctl(&self) -> Result<types::lethe_nexthop_ctl, DataplaneError> {
+        let bytes = self
+            .skel
+            .maps
+            .nexthop_ctl
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("nexthop_ctl", "lookup", e))?
+            .unwrap_or_default();
+        Ok(types::lethe_nexthop_ctl::from_bytes(&bytes).unwrap_or_default())
+    }
+
+    fn set_nexthop_ctl(&self, ctl: &types::lethe_nexthop_ctl) -> Result<(), DataplaneError> {
+        self.skel
+            .maps
+            .nexthop_ctl
+            .update(&0u32.to_ne_bytes(), ctl.as_bytes(), MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("nexthop_ctl", "update", e))
     }
 
     /// Makes the maps hold `plan`: VIPs, backends, tables, seed. Tables are

@@ -8,8 +8,8 @@ use crate::abi::{BACKEND_F_SRC, FAMILY_INET, FAMILY_INET6};
 use crate::plan::VipKey;
 
 pub use types::{
-    lethe_backend, lethe_backend_src, lethe_config, lethe_counter, lethe_nat_return, lethe_trace,
-    lethe_vip, lethe_vip_key,
+    lethe_backend, lethe_backend_src, lethe_config, lethe_counter, lethe_nat_return,
+    lethe_nexthop_ctl, lethe_trace, lethe_vip, lethe_vip_key,
 };
 
 /// Types whose every byte is initialised data: `repr(C)` structs of
@@ -52,6 +52,7 @@ impl Pod for lethe_counter {}
 impl Pod for lethe_trace {}
 impl Pod for lethe_nat_return {}
 impl Pod for lethe_backend_src {}
+impl Pod for lethe_nexthop_ctl {}
 
 /// Address bytes as the ABI stores them (IPv4 in the first 4 bytes) and
 /// the ABI family code.
