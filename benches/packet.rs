@@ -2,7 +2,8 @@
 //! trivial XDP_PASS program measured the same way in the same run.
 //!
 //! Run as root: `cargo bench --bench packet`
-//! (`LETHE_BENCH_CALLS`, default 200000, and `LETHE_BENCH_RUNS`, default 5).
+//! (`LETHE_BENCH_CALLS`, default 200000, and `LETHE_BENCH_RUNS`, default 5;
+//! `LETHE_BENCH_ONLY=text` keeps the paths whose name contains it).
 //!
 //! Method (SPEC.md, Performance): BPF_PROG_TEST_RUN on the real program
 //! with the fixture topology in a private network namespace, the process
@@ -199,18 +200,23 @@ fn paths(lb_mac: [u8; 6]) -> Vec<Path> {
     fix_ipv4_csum(&mut icmp_about_icmp[14 + 28..]);
     vec![
         path(
-            "not a VIP, IPv4 tcp",
-            frame(&tcp4("10.100.0.1", 81)),
+            "not a VIP, IPv4 tcp to the host",
+            frame(&tcp4("10.1.0.1", 22)),
             Reason::NotVip,
         ),
         path(
-            "not a VIP, IPv6 udp",
+            "not a VIP, IPv6 udp to another address",
             frame(&Flow::udp("2001:db8:c::7", 1, "2001:db8::99", 53)),
             Reason::NotVip,
         ),
         path(
-            "not a VIP, IPv4 tcp, no nat VIP configured",
+            "not a VIP, IPv4 tcp to a VIP address, another port",
             frame(&tcp4("10.100.0.1", 81)),
+            Reason::NotVip,
+        ),
+        path(
+            "not a VIP, IPv4 tcp to the host, no nat VIP configured",
+            frame(&tcp4("10.1.0.1", 22)),
             Reason::NotVip,
         )
         .plain(),
@@ -585,7 +591,11 @@ fn bench(calls: u32, runs: usize, cpu: usize) {
     ]
     .map(|l| l.expect("attach to a spare veth"));
 
-    let paths = paths(topo.iface_mac("lt0"));
+    let mut paths = paths(topo.iface_mac("lt0"));
+    // LETHE_BENCH_ONLY=text: only the paths whose name contains it.
+    if let Ok(only) = std::env::var("LETHE_BENCH_ONLY") {
+        paths.retain(|p| p.name.contains(&only));
+    }
     let prog = |p: &Path| if p.plain { &plain } else { &dp };
     // Every path must do what its name says before it is timed.
     for p in &paths {

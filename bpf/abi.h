@@ -82,12 +82,17 @@ struct lethe_backend_src {
 };
 
 /* nexthop_ctl[0]: the program caches next hops of backends (nexthops in
- * maps.h); an entry holds while gen is unchanged, for ttl_ms at most. */
-#define LETHE_NEXTHOP_TTL_MS 100 /* when ttl_ms is 0 */
+ * maps.h); an entry holds while gen is unchanged, for ttl_jiffies at most.
+ * Jiffies, because reading them is one load (the verifier inlines
+ * bpf_jiffies64) where a clock read costs ~20 ns a packet. The default is
+ * 25 ms to 250 ms, as the kernel's HZ is 1000 to 100; the daemon makes
+ * entries stale at once on every change it hears of, so the lifetime only
+ * matters while no daemon runs. */
+#define LETHE_NEXTHOP_TTL_JIFFIES 25 /* when ttl_jiffies is 0 */
 
 struct lethe_nexthop_ctl {
-	__u32 gen;    /* bumped by the control plane: every entry is stale */
-	__u32 ttl_ms; /* 0: LETHE_NEXTHOP_TTL_MS */
+	__u32 gen;	   /* bumped by the control plane: every entry is stale */
+	__u32 ttl_jiffies; /* 0: LETHE_NEXTHOP_TTL_JIFFIES */
 };
 
 /*
@@ -119,6 +124,11 @@ struct lethe_config {
 
 /* lethe_config.flags */
 #define LETHE_CFG_F_NAT (1 << 0) /* some VIP is nat: look return traffic up */
+/* vip_filter holds a bit for every VIP: a packet whose (address, port,
+ * protocol) bit and (address, 0, protocol) bit are both clear is no VIP's,
+ * without a hash lookup. Set by a control plane that writes vip_filter
+ * (one from before it existed leaves the map empty and this flag clear). */
+#define LETHE_CFG_F_VIP_FILTER (1 << 1)
 
 /* addr_filter: two bitmaps of LETHE_FILTER_BITS bits (u64 words), one bit
  * per address hash (addr_bit in hash.h): the VIP addresses (looked up by

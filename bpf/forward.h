@@ -88,7 +88,7 @@ static __always_inline int nexthop_fresh(const struct lethe_nexthop *nh,
 
 	return nh->family == be->family && nh->gen == gen &&
 	       nh->ingress_ifindex == ingress_ifindex && !((a[0] ^ b[0]) | (a[1] ^ b[1])) &&
-	       bpf_ktime_get_coarse_ns() < nh->expires_ns;
+	       bpf_jiffies64() < nh->expires;
 }
 
 /*
@@ -106,7 +106,7 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 							 __u32 tot_len, int dsr,
 							 struct bpf_fib_lookup *fib)
 {
-	__u32 slot = id & (LETHE_NEXTHOP_SLOTS - 1), zero = 0, mtu, gen, ttl_ms;
+	__u32 slot = id & (LETHE_NEXTHOP_SLOTS - 1), zero = 0, mtu, gen, ttl;
 	struct lethe_nexthop *nh = bpf_map_lookup_elem(&nexthops, &slot);
 	const struct lethe_nexthop_ctl *ctl = bpf_map_lookup_elem(&nexthop_ctl, &zero);
 	enum lethe_reason why;
@@ -147,8 +147,8 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 		return why;
 
 	__builtin_memcpy(nh->addr, be->addr, 16);
-	ttl_ms = ctl->ttl_ms ? ctl->ttl_ms : LETHE_NEXTHOP_TTL_MS;
-	nh->expires_ns = bpf_ktime_get_coarse_ns() + (__u64)ttl_ms * 1000000;
+	ttl = ctl->ttl_jiffies ? ctl->ttl_jiffies : LETHE_NEXTHOP_TTL_JIFFIES;
+	nh->expires = bpf_jiffies64() + ttl;
 	nh->gen = gen;
 	nh->ingress_ifindex = p->ingress;
 	nh->ifindex = fib->ifindex;

@@ -40,15 +40,30 @@ static __always_inline __u32 lh_final(__u32 h)
 	return h;
 }
 
-/* The bit of an address in an addr_filter bitmap: its words (as loaded,
- * little-endian) folded, then a multiplicative hash to 16 bits. Rust twin:
- * flow_hash::addr_bit. */
-static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
+/* An address's 32-bit words (as loaded, little-endian) folded into one.
+ * Rust twin: flow_hash::addr_fold. */
+static __always_inline __u32 addr_fold(const __u32 *a, __u8 family)
 {
 	__u32 x = a[0];
 
 	if (family != LETHE_AF_INET)
 		x ^= lh_rotl(a[1], 8) ^ lh_rotl(a[2], 16) ^ lh_rotl(a[3], 24);
+	return x;
+}
+
+/* The bit of an address in an addr_filter bitmap: the folded address, then
+ * a multiplicative hash to 16 bits. Rust twin: flow_hash::addr_bit. */
+static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
+{
+	return (addr_fold(a, family) * 0x9E3779B1U) >> 16;
+}
+
+/* The bit of a VIP (address, port as in the header, protocol) in
+ * vip_filter. Rust twin: flow_hash::vip_bit. */
+static __always_inline __u32 vip_bit(const __u32 *a, __u8 family, __be16 port, __u8 proto)
+{
+	__u32 x = addr_fold(a, family) ^ (((__u32)port << 16) | ((__u32)proto << 8));
+
 	return (x * 0x9E3779B1U) >> 16;
 }
 

@@ -43,8 +43,22 @@ static __always_inline int addr_maybe(__u32 base, const __u32 *a, __u8 family)
 	return w && ((*w >> (bit & 63)) & 1);
 }
 
-static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
+/* Whether vip_filter may hold (dst, port, proto); false proves no VIP is. */
+static __always_inline int vip_maybe(const struct packet *p, __be16 port)
 {
+	__u32 bit = vip_bit(p->dst, p->family, port, p->proto);
+	__u32 word = bit >> 6;
+	const __u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return w && ((*w >> (bit & 63)) & 1);
+}
+
+/* The VIP of (destination, port, protocol), else of (destination, 0,
+ * protocol): an all-ports VIP. The filters answer most packets that are
+ * no VIP's without hashing a key. */
+static __always_inline const struct lethe_vip *find_vip(const struct packet *p, __u32 cfg_flags)
+{
+	int filtered = cfg_flags & LETHE_CFG_F_VIP_FILTER;
 	struct lethe_vip_key key = {};
 	const struct lethe_vip *vip;
 
@@ -52,12 +66,16 @@ static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 		return NULL;
 
 	__builtin_memcpy(key.addr, p->dst, 16);
-	key.port = p->dport;
 	key.proto = p->proto;
 	key.family = p->family;
-	vip = bpf_map_lookup_elem(&vips, &key);
-	if (vip)
-		return vip;
+	if (!filtered || vip_maybe(p, p->dport)) {
+		key.port = p->dport;
+		vip = bpf_map_lookup_elem(&vips, &key);
+		if (vip)
+			return vip;
+	}
+	if (filtered && !vip_maybe(p, 0))
+		return NULL;
 	key.port = 0;
 	return bpf_map_lookup_elem(&vips, &key);
 }
@@ -136,7 +154,7 @@ int lethe_xdp(struct xdp_md *ctx)
 	if (!cfg)
 		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 
-	vip = find_vip(&p);
+	vip = find_vip(&p, cfg->flags);
 	if (!vip) {
 		if ((cfg->flags & LETHE_CFG_F_NAT) && !p.icmp &&
 		    addr_maybe(LETHE_FILTER_NAT, p.src, p.family))

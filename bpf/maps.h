@@ -102,7 +102,7 @@ struct {
  * route and neighbour were just looked up skips the lookup (~200 ns over
  * IPv4, ~400 ns over IPv6 on the benchmark machine). Direct-mapped: slot
  * = backend id % LETHE_NEXTHOP_SLOTS, tagged with the backend's address
- * (ids are reused). An entry holds for LETHE_NEXTHOP_TTL_NS at most, only
+ * (ids are reused). An entry holds for nexthop_ctl's lifetime, only
  * for the ingress port it was looked up from, and only while nexthop_ctl's
  * gen is the value it was filled under: the daemon bumps it on every
  * route, neighbour and link change it hears of (rtnetlink), and when it
@@ -113,7 +113,7 @@ struct {
 
 struct lethe_nexthop {
 	__u8 addr[16];	       /* the backend it is for */
-	__u64 expires_ns;      /* bpf_ktime_get_coarse_ns() deadline */
+	__u64 expires;	       /* bpf_jiffies64() deadline */
 	__u32 gen;	       /* nexthop_ctl.gen it was filled under */
 	__u32 ingress_ifindex; /* the port the lookup was made from */
 	__u32 ifindex;	       /* egress port */
@@ -147,6 +147,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } addr_filter SEC(".maps");
+
+/* See LETHE_CFG_F_VIP_FILTER in abi.h: one bitmap of LETHE_FILTER_BITS
+ * bits, a bit per VIP (vip_bit in hash.h). A map of its own, not more
+ * words of addr_filter: a pinned map keeps its size across upgrades. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LETHE_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vip_filter SEC(".maps");
 
 /* Per VIP: packets of the nat return path (backend -> client). */
 struct {

@@ -25,6 +25,8 @@ pub const EVENTS_DROPPED: u32 = 1;
 
 /// `lethe_config.flags`: some VIP is nat; look return traffic up.
 pub const CFG_F_NAT: u32 = 1 << 0;
+/// `lethe_config.flags`: vip_filter holds every VIP's bit.
+pub const CFG_F_VIP_FILTER: u32 = 1 << 1;
 /// `lethe_backend.flags`: backend_srcs holds the outer source address.
 pub const BACKEND_F_SRC: u8 = 1 << 0;
 /// addr_filter (see bpf/abi.h): bits per bitmap, words per bitmap, and the

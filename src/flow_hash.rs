@@ -45,13 +45,10 @@ fn addr_words(h: u32, addr: &IpAddr) -> u32 {
     }
 }
 
-/// The flow hash of `key` under `seed`; `sticky` leaves the source port out.
-/// `src` and `dst` must be of one family.
-/// The bit of an address in an addr_filter bitmap (bpf/hash.h addr_bit):
-/// the address's 32-bit words, loaded little-endian, folded, then a
-/// multiplicative hash to 16 bits.
-pub fn addr_bit(addr: &IpAddr) -> u32 {
-    let x = match addr {
+/// An address's 32-bit words, loaded little-endian, folded (bpf/hash.h
+/// addr_fold).
+fn addr_fold(addr: &IpAddr) -> u32 {
+    match addr {
         IpAddr::V4(a) => u32::from_le_bytes(a.octets()),
         IpAddr::V6(a) => {
             let o = a.octets();
@@ -59,10 +56,25 @@ pub fn addr_bit(addr: &IpAddr) -> u32 {
                 |i: usize| u32::from_le_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]);
             w(0) ^ w(1).rotate_left(8) ^ w(2).rotate_left(16) ^ w(3).rotate_left(24)
         }
-    };
-    x.wrapping_mul(0x9E37_79B1) >> 16
+    }
 }
 
+/// The bit of an address in an addr_filter bitmap (bpf/hash.h addr_bit):
+/// the folded address, then a multiplicative hash to 16 bits.
+pub fn addr_bit(addr: &IpAddr) -> u32 {
+    addr_fold(addr).wrapping_mul(0x9E37_79B1) >> 16
+}
+
+/// The bit of a VIP (address, port, IP protocol number) in vip_filter
+/// (bpf/hash.h vip_bit): the port as the header holds it (network order,
+/// loaded little-endian) and the protocol mixed into the folded address.
+pub fn vip_bit(addr: &IpAddr, port: u16, proto: u8) -> u32 {
+    let port = u32::from(u16::from_le_bytes(port.to_be_bytes()));
+    (addr_fold(addr) ^ (port << 16 | u32::from(proto) << 8)).wrapping_mul(0x9E37_79B1) >> 16
+}
+
+/// The flow hash of `key` under `seed`; `sticky` leaves the source port out.
+/// `src` and `dst` must be of one family.
 pub fn flow_hash(key: &FlowKey, seed: u32, sticky: bool) -> u32 {
     let len: u32 = if key.dst.is_ipv4() { 16 } else { 40 };
     let sport = if sticky { 0 } else { key.sport };

@@ -25,7 +25,8 @@ use common::netns::{in_new_netns, sh};
 use common::packets::Flow;
 use common::topology::{fmt_mac, Topology};
 
-const HOUR: Duration = Duration::from_secs(3600);
+/// At least an hour, in jiffies (HZ is at most 1000).
+const HOUR: u32 = 3_600_000;
 /// A MAC no neighbour in the topology has.
 const MOVED: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x11];
 
@@ -50,7 +51,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(ttl: Duration) -> Bench {
+    fn new(ttl_jiffies: u32) -> Bench {
         // The cache is per CPU: a run on another CPU than the one that
         // filled it would look up afresh, and prove nothing.
         lethe::dataplane::pin_thread_to_cpu(0).unwrap();
@@ -59,7 +60,7 @@ impl Bench {
         let dp = Arc::new(Dataplane::load().unwrap());
         dp.allow_tx_port(topo.ifindex("lt2")).unwrap();
         dp.apply(&plan).unwrap();
-        dp.set_nexthop_ttl(ttl).unwrap();
+        dp.set_nexthop_ttl_jiffies(ttl_jiffies).unwrap();
         Bench { topo, plan, dp }
     }
 
@@ -130,13 +131,13 @@ fn a_cached_next_hop_holds_until_the_generation_changes() {
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn a_cached_next_hop_expires() {
     in_new_netns(|| {
-        let b = Bench::new(Duration::from_millis(20));
+        let b = Bench::new(1);
         b.agrees("10.100.0.1", "lt0");
         sh(&format!(
             "ip neigh replace 10.1.0.11 lladdr {} dev lt0 nud permanent",
             fmt_mac(&MOVED)
         ));
-        // Well past the lifetime (the clock is coarse: a few ms a tick).
+        // Well past the lifetime: one jiffy is 10 ms at most.
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(b.dmac("10.100.0.1", "lt0"), (Some(Action::Tx), MOVED));
     });

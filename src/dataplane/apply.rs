@@ -30,6 +30,7 @@ use crate::plan::{Plan, PlannedVip, VipKey};
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
+    pub vip_filter: &'a dyn MapCore,
     pub backend_srcs: &'a dyn MapCore,
     pub nat_returns: &'a dyn MapCore,
     pub return_stats: &'a dyn MapCore,
@@ -108,7 +109,8 @@ struct InstalledVip {
 #[derive(Debug)]
 pub struct Installed {
     config: Option<lethe_config>,
-    /// addr_filter as written: both bitmaps, word by word.
+    /// The filters as written, word by word: addr_filter's two bitmaps,
+    /// then vip_filter's (see `filter_word`).
     filter: Vec<u64>,
     /// nat_returns entries, by (backend, port, protocol).
     nat: HashMap<VipKey, lethe_nat_return>,
@@ -121,12 +123,25 @@ impl Default for Installed {
     fn default() -> Self {
         Installed {
             config: None,
-            filter: vec![0; 2 * abi::FILTER_WORDS as usize],
+            filter: vec![0; FILTER_WORDS_ALL],
             nat: HashMap::new(),
             vips: HashMap::new(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
             backend_ids: IdPool::new("backend", MAX_BACKENDS),
         }
+    }
+}
+
+/// Words of the filters: addr_filter's two bitmaps, then vip_filter.
+const FILTER_WORDS_ALL: usize = 3 * abi::FILTER_WORDS as usize;
+
+/// The map, its name and the key of word `i` of the filters.
+fn filter_word<'a>(maps: &Maps<'a>, i: usize) -> (&'a dyn MapCore, &'static str, u32) {
+    let i = i as u32;
+    if i < 2 * abi::FILTER_WORDS {
+        (maps.addr_filter, "addr_filter", i)
+    } else {
+        (maps.vip_filter, "vip_filter", i - 2 * abi::FILTER_WORDS)
     }
 }
 
@@ -177,10 +192,10 @@ impl Installed {
             ..Default::default()
         };
         for (i, word) in inst.filter.iter_mut().enumerate() {
-            *word = maps
-                .addr_filter
-                .lookup(&(i as u32).to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| DataplaneError::map("addr_filter", "lookup", e))?
+            let (map, name, key) = filter_word(maps, i);
+            *word = map
+                .lookup(&key.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map(name, "lookup", e))?
                 .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
                 .unwrap_or(0);
         }
@@ -377,11 +392,13 @@ impl Installed {
         }
         let cfg = lethe_config {
             hash_seed: plan.hash_seed,
-            flags: if plan.nat_returns.is_empty() {
-                0
-            } else {
-                abi::CFG_F_NAT
-            },
+            // vip_filter is complete: this apply wrote it above.
+            flags: abi::CFG_F_VIP_FILTER
+                | if plan.nat_returns.is_empty() {
+                    0
+                } else {
+                    abi::CFG_F_NAT
+                },
             gue_port: u16::from_ne_bytes(plan.gue_port.to_be_bytes()),
             ..Default::default()
         };
@@ -394,34 +411,33 @@ impl Installed {
         self.write_filter(maps, &filter)
     }
 
-    /// Both addr_filter bitmaps for `plan`: a bit per VIP address, a bit
-    /// per nat backend address.
+    /// The filters for `plan`: a bit per VIP address, a bit per nat
+    /// backend address (addr_filter), a bit per VIP (vip_filter).
     fn filter_for(plan: &Plan) -> Vec<u64> {
-        let mut words = vec![0u64; 2 * abi::FILTER_WORDS as usize];
-        let mut set = |base: u32, addr: &IpAddr| {
-            let bit = crate::flow_hash::addr_bit(addr);
+        use crate::flow_hash::{addr_bit, vip_bit};
+        let mut words = vec![0u64; FILTER_WORDS_ALL];
+        let mut set = |base: u32, bit: u32| {
             words[(base + bit / 64) as usize] |= 1 << (bit % 64);
         };
+        let tuples = 2 * abi::FILTER_WORDS;
         for v in &plan.vips {
-            set(abi::FILTER_VIP, &v.vip.address);
+            set(abi::FILTER_VIP, addr_bit(&v.vip.address));
+            let k = v.key();
+            set(tuples, vip_bit(&k.address, k.port, k.protocol.number()));
         }
         for k in plan.nat_returns.keys() {
-            set(abi::FILTER_NAT, &k.0);
+            set(abi::FILTER_NAT, addr_bit(&k.0));
         }
         words
     }
 
-    /// Writes the words of addr_filter that differ from `words`.
+    /// Writes the words of the filters that differ from `words`.
     fn write_filter(&mut self, maps: &Maps<'_>, words: &[u64]) -> Result<(), DataplaneError> {
         for (i, (&want, have)) in words.iter().zip(self.filter.iter_mut()).enumerate() {
             if want != *have {
-                maps.addr_filter
-                    .update(
-                        &(i as u32).to_ne_bytes(),
-                        &want.to_ne_bytes(),
-                        MapFlags::ANY,
-                    )
-                    .map_err(|e| DataplaneError::map("addr_filter", "update", e))?;
+                let (map, name, key) = filter_word(maps, i);
+                map.update(&key.to_ne_bytes(), &want.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|e| DataplaneError::map(name, "update", e))?;
                 *have = want;
             }
         }

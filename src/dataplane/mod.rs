@@ -189,6 +189,7 @@ impl Dataplane {
         apply::Maps {
             config: &self.skel.maps.lb_config,
             addr_filter: &self.skel.maps.addr_filter,
+            vip_filter: &self.skel.maps.vip_filter,
             backend_srcs: &self.skel.maps.backend_srcs,
             nat_returns: &self.skel.maps.nat_returns,
             return_stats: &self.skel.maps.return_stats,
@@ -256,12 +257,13 @@ impl Dataplane {
         self.set_nexthop_ctl(&ctl)
     }
 
-    /// How long a cached next hop holds at most (0: the program's default,
-    /// abi::NEXTHOP_TTL_MS). Also makes every cached next hop stale.
-    pub fn set_nexthop_ttl(&self, ttl: std::time::Duration) -> Result<(), DataplaneError> {
+    /// How long a cached next hop holds at most, in jiffies (0: the
+    /// program's default, LETHE_NEXTHOP_TTL_JIFFIES in bpf/abi.h). Also
+    /// makes every cached next hop stale.
+    pub fn set_nexthop_ttl_jiffies(&self, ttl: u32) -> Result<(), DataplaneError> {
         let mut ctl = self.nexthop_ctl()?;
         ctl.gen = ctl.gen.wrapping_add(1);
-        ctl.ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        ctl.ttl_jiffies = ttl;
         self.set_nexthop_ctl(&ctl)
     }
 
