@@ -10,6 +10,7 @@
 
 #include "parse.h"
 #include "maps.h"
+#include "hash.h"
 
 #define NEXTHOP_OK LETHE_R_MAX
 
@@ -66,48 +67,44 @@ static __always_inline enum lethe_reason nexthop(struct xdp_md *ctx, const struc
 }
 
 /* After the fib lookup, the destination field holds the next hop: the
- * backend itself when it is on-link, its gateway otherwise. */
-static __always_inline int nexthop_is_backend(const struct bpf_fib_lookup *fib,
-					      const struct lethe_backend *be)
+ * destination itself when it is on-link, its gateway otherwise. */
+static __always_inline int nexthop_is(const struct bpf_fib_lookup *fib, const __u32 *addr)
 {
-	const __u32 *addr = (const __u32 *)be->addr;
-
-
 	if (fib->family == AF_INET)
 		return fib->ipv4_dst == addr[0];
 	return !((fib->ipv6_dst[0] ^ addr[0]) | (fib->ipv6_dst[1] ^ addr[1]) |
 		 (fib->ipv6_dst[2] ^ addr[2]) | (fib->ipv6_dst[3] ^ addr[3]));
 }
 
-/* Whether nh is a live answer for backend `be` arriving on this port. */
-static __always_inline int nexthop_fresh(const struct lethe_nexthop *nh,
-					 const struct lethe_backend *be, __u32 gen,
-					 __u32 ingress_ifindex)
+/* Whether nh is a live answer for (addr, family) arriving on this port.
+ * addr: 16 bytes, 4-aligned (IPv4: the first 4, the rest zero). */
+static __always_inline int nexthop_fresh(const struct lethe_nexthop *nh, const __u32 *addr,
+					 __u8 family, __u32 gen, __u32 ingress_ifindex)
 {
-	const __u64 *a = (const __u64 *)nh->addr, *b = (const __u64 *)be->addr;
+	const __u32 *a = (const __u32 *)nh->addr;
 
-	return nh->family == be->family && nh->gen == gen &&
-	       nh->ingress_ifindex == ingress_ifindex && !((a[0] ^ b[0]) | (a[1] ^ b[1])) &&
+	return nh->family == family && nh->gen == gen && nh->ingress_ifindex == ingress_ifindex &&
+	       !((a[0] ^ addr[0]) | (a[1] ^ addr[1]) | (a[2] ^ addr[2]) | (a[3] ^ addr[3])) &&
 	       bpf_jiffies64() < nh->expires;
 }
 
 /*
- * The next hop towards backend `id` (record `be`) for a packet of L3
- * length tot_len on the wire: from this CPU's nexthops entry when it is
- * fresh, else from the route lookup, whose complete answer is then kept
- * (see nexthops in maps.h). With `dsr` the next hop must be the backend
- * itself. Returns NEXTHOP_OK with fib's ifindex and MACs set,
- * LETHE_R_FRAG_NEEDED with fib->mtu_result set, or why the packet cannot
- * be forwarded. Answers exactly as nexthop() would, the route table and
- * neighbours unchanged.
+ * The next hop towards `addr` (16 bytes, 4-aligned; IPv4 in the first 4,
+ * the rest zero) for a packet of L3 length tot_len on the wire: from this
+ * CPU's nexthops[slot] when it holds a fresh answer for addr, else from
+ * the route lookup, whose complete answer is then kept there (see nexthops
+ * in maps.h). With `adjacent` the next hop must be addr itself (dsr).
+ * Returns NEXTHOP_OK with fib's ifindex and MACs set, LETHE_R_FRAG_NEEDED
+ * with fib->mtu_result set, or why the packet cannot be forwarded:
+ * exactly what nexthop() answers, the routes and neighbours unchanged.
  */
-static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, const struct packet *p,
-							 const struct lethe_backend *be, __u32 id,
-							 __u32 tot_len, int dsr,
-							 struct bpf_fib_lookup *fib)
+static __always_inline enum lethe_reason cached_nexthop(struct xdp_md *ctx, const struct packet *p,
+							__u32 slot, const __u32 *addr, __u8 family,
+							__u32 tot_len, int adjacent,
+							struct bpf_fib_lookup *fib)
 {
-	__u32 slot = id & (LETHE_NEXTHOP_SLOTS - 1), zero = 0, mtu, gen, ttl;
 	struct lethe_nexthop *nh = bpf_map_lookup_elem(&nexthops, &slot);
+	__u32 zero = 0, mtu, gen, ttl;
 	const struct lethe_nexthop_ctl *ctl = bpf_map_lookup_elem(&nexthop_ctl, &zero);
 	enum lethe_reason why;
 
@@ -116,12 +113,12 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 	/* The generation before the lookup: a change the daemon announces
 	 * while this packet looks the route up leaves the entry stale. */
 	gen = *(volatile const __u32 *)&ctl->gen;
-	if (nexthop_fresh(nh, be, gen, p->ingress)) {
+	if (nexthop_fresh(nh, addr, family, gen, p->ingress)) {
 		if (tot_len > nh->mtu) {
 			fib->mtu_result = nh->mtu;
 			return LETHE_R_FRAG_NEEDED;
 		}
-		if (dsr && !nh->adjacent)
+		if (adjacent && !nh->adjacent)
 			return LETHE_R_NOT_ADJACENT;
 		fib->ifindex = nh->ifindex;
 		__builtin_memcpy(fib->smac, nh->smac, ETH_ALEN);
@@ -131,7 +128,7 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 
 	/* Asked for the largest length, the lookup answers the path MTU
 	 * (it checks the MTU before the neighbour); then for this packet. */
-	why = nexthop(ctx, p, be->addr, be->family, 0xffff, 0, fib);
+	why = nexthop(ctx, p, (const __u8 *)addr, family, 0xffff, 0, fib);
 	if (why == NEXTHOP_OK)
 		mtu = 0xffff;
 	else if (why == LETHE_R_FRAG_NEEDED)
@@ -142,11 +139,11 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 		fib->mtu_result = mtu;
 		return LETHE_R_FRAG_NEEDED;
 	}
-	why = nexthop(ctx, p, be->addr, be->family, tot_len, 0, fib);
+	why = nexthop(ctx, p, (const __u8 *)addr, family, tot_len, 0, fib);
 	if (why != NEXTHOP_OK)
 		return why;
 
-	__builtin_memcpy(nh->addr, be->addr, 16);
+	__builtin_memcpy(nh->addr, addr, 16);
 	ttl = ctl->ttl_jiffies ? ctl->ttl_jiffies : LETHE_NEXTHOP_TTL_JIFFIES;
 	nh->expires = bpf_jiffies64() + ttl;
 	nh->gen = gen;
@@ -155,11 +152,31 @@ static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, con
 	nh->mtu = mtu;
 	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
 	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
-	nh->adjacent = nexthop_is_backend(fib, be);
-	nh->family = be->family;
-	if (dsr && !nh->adjacent)
+	nh->adjacent = nexthop_is(fib, addr);
+	nh->family = family;
+	if (adjacent && !nh->adjacent)
 		return LETHE_R_NOT_ADJACENT;
 	return NEXTHOP_OK;
+}
+
+/* The next hop towards backend `id` (record be): its own slot. */
+static __always_inline enum lethe_reason backend_nexthop(struct xdp_md *ctx, const struct packet *p,
+							 const struct lethe_backend *be, __u32 id,
+							 __u32 tot_len, int adjacent,
+							 struct bpf_fib_lookup *fib)
+{
+	return cached_nexthop(ctx, p, id & (LETHE_NEXTHOP_SLOTS - 1), (const __u32 *)be->addr,
+			      be->family, tot_len, adjacent, fib);
+}
+
+/* The next hop towards a client (nat return traffic): a slot by the
+ * client's address, after the backends'. */
+static __always_inline enum lethe_reason client_nexthop(struct xdp_md *ctx, const struct packet *p,
+							struct bpf_fib_lookup *fib)
+{
+	__u32 slot = LETHE_NEXTHOP_SLOTS + (addr_bit(p->dst, p->family) & (LETHE_NEXTHOP_SLOTS - 1));
+
+	return cached_nexthop(ctx, p, slot, p->dst, p->family, p->l3_len, 0, fib);
 }
 
 static __always_inline void set_macs(struct ethhdr *eth, const struct bpf_fib_lookup *fib)

@@ -114,7 +114,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 	 * the kernel's too, but rewritten: the kernel resolves the neighbour
 	 * and forwards it, where an untouched reply would reach the client
 	 * from the backend's address and be reset. */
-	why = nexthop(ctx, p, (const __u8 *)p->dst, p->family, p->l3_len, 0, &fib);
+	why = client_nexthop(ctx, p, &fib);
 	if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;

@@ -100,9 +100,9 @@ struct {
  * Next hops of backends, per CPU: what bpf_fib_lookup answered for a
  * backend (egress port, MACs, path MTU), so a packet to a backend whose
  * route and neighbour were just looked up skips the lookup (~200 ns over
- * IPv4, ~400 ns over IPv6 on the benchmark machine). Direct-mapped: slot
- * = backend id % LETHE_NEXTHOP_SLOTS, tagged with the backend's address
- * (ids are reused). An entry holds for nexthop_ctl's lifetime, only
+ * IPv4, ~400 ns over IPv6 on the benchmark machine). Direct-mapped and
+ * tagged with the address: backends at id % LETHE_NEXTHOP_SLOTS (ids are
+ * reused), then the clients nat return traffic goes to, by address hash. An entry holds for nexthop_ctl's lifetime, only
  * for the ingress port it was looked up from, and only while nexthop_ctl's
  * gen is the value it was filled under: the daemon bumps it on every
  * route, neighbour and link change it hears of (rtnetlink), and when it
@@ -112,7 +112,7 @@ struct {
 #define LETHE_NEXTHOP_SLOTS 4096
 
 struct lethe_nexthop {
-	__u8 addr[16];	       /* the backend it is for */
+	__u8 addr[16];	       /* the destination it is for */
 	__u64 expires;	       /* bpf_jiffies64() deadline */
 	__u32 gen;	       /* nexthop_ctl.gen it was filled under */
 	__u32 ingress_ifindex; /* the port the lookup was made from */
@@ -120,14 +120,14 @@ struct lethe_nexthop {
 	__u32 mtu;	       /* path MTU (the L3 length that still fits) */
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u8 family; /* the backend's; 0 = empty */
-	__u8 adjacent; /* the next hop is the backend itself (no gateway) */
+	__u8 family;   /* the destination's; 0 = empty */
+	__u8 adjacent; /* the next hop is the destination itself (no gateway) */
 	__u8 _pad[2];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LETHE_NEXTHOP_SLOTS);
+	__uint(max_entries, 2 * LETHE_NEXTHOP_SLOTS);
 	__type(key, __u32);
 	__type(value, struct lethe_nexthop);
 } nexthops SEC(".maps");

@@ -30,15 +30,18 @@ const HOUR: u32 = 3_600_000;
 /// A MAC no neighbour in the topology has.
 const MOVED: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x11];
 
-/// One dsr VIP over IPv4 and one ipip VIP over IPv6, one on-link backend
-/// each (lt0), so every flow goes to that backend.
+/// One dsr VIP over IPv4, one ipip VIP over IPv6 and one nat VIP over
+/// IPv4, one on-link backend each (lt0), so every flow goes to that
+/// backend; nat clients are behind the gateway 10.1.0.254.
 fn config() -> Config {
     serde_json::from_value(serde_json::json!({
         "vips": [
             {"name": "d4", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
              "backends": [{"address": "10.1.0.11"}]},
             {"name": "t6", "address": "fd00:100::1", "port": 80, "protocol": "tcp", "mode": "ipip",
-             "backends": [{"address": "fd00:1::11"}]}
+             "backends": [{"address": "fd00:1::11"}]},
+            {"name": "n4", "address": "10.100.0.9", "port": 80, "protocol": "tcp", "mode": "nat",
+             "backends": [{"address": "10.1.0.12", "port": 8080}]}
         ]
     }))
     .unwrap()
@@ -73,6 +76,11 @@ impl Bench {
         Flow::tcp(src, 40000, vip, 80)
             .payload(payload)
             .frame(self.topo.iface_mac("lt0"))
+    }
+
+    /// A reply of the nat VIP's backend to a client (the return path).
+    fn reply(&self) -> Vec<u8> {
+        Flow::tcp("10.1.0.12", 8080, "198.51.100.1", 40000).frame(self.topo.iface_mac("lt0"))
     }
 
     /// The frame's destination MAC after the program, from ingress `port`.
@@ -124,6 +132,43 @@ fn a_cached_next_hop_holds_until_the_generation_changes() {
             b.dp.invalidate_nexthops().unwrap();
             assert_eq!(b.dmac(vip, "lt0"), (Some(Action::Tx), MOVED), "{vip}");
         }
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn a_client_next_hop_of_nat_return_traffic_is_cached_too() {
+    in_new_netns(|| {
+        let b = Bench::new(HOUR);
+        let lt0 = b.topo.ifindex("lt0");
+        let reply = b.reply();
+        let want = model::process(&b.plan, &b.topo as &dyn Network, lt0, &reply);
+        let run = b.dp.test_run(&reply, lt0).unwrap();
+        assert_eq!(
+            (run.action, &run.frame),
+            (Some(want.action), &want.frame),
+            "{}",
+            want.reason
+        );
+        let gateway = backend_mac(&b, "10.1.0.254");
+        assert_eq!(run.frame[..6], gateway);
+        sh(&format!(
+            "ip neigh replace 10.1.0.254 lladdr {} dev lt0 nud permanent",
+            fmt_mac(&MOVED)
+        ));
+        let run = b.dp.test_run(&reply, lt0).unwrap();
+        assert_eq!(
+            (run.action, &run.frame[..6]),
+            (Some(Action::Tx), &gateway[..]),
+            "cached"
+        );
+        b.dp.invalidate_nexthops().unwrap();
+        let run = b.dp.test_run(&reply, lt0).unwrap();
+        assert_eq!(
+            (run.action, &run.frame[..6]),
+            (Some(Action::Tx), &MOVED[..])
+        );
+        assert_eq!(run.frame[6..], want.frame[6..], "only the next hop changed");
     });
 }
 
