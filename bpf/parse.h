@@ -202,13 +202,16 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 	payload_len = bpf_ntohs(ip6h->payload_len);
 	if (p->l3_off + IPV6_HLEN + payload_len > p->len)
 		return LETHE_R_BAD_IP_LEN;
-	if (ip6h->nexthdr == 44)
-		return LETHE_R_FRAGMENT;
-	if (ipv6_is_ext_header(ip6h->nexthdr))
-		return LETHE_R_IPV6_EXT;
+	/* The usual protocols first: one test each, not the list of
+	 * extension headers. */
 	if (ip6h->nexthdr != IPPROTO_TCP && ip6h->nexthdr != IPPROTO_UDP &&
-	    ip6h->nexthdr != IPPROTO_ICMPV6)
+	    ip6h->nexthdr != IPPROTO_ICMPV6) {
+		if (ip6h->nexthdr == 44)
+			return LETHE_R_FRAGMENT;
+		if (ipv6_is_ext_header(ip6h->nexthdr))
+			return LETHE_R_IPV6_EXT;
 		return LETHE_R_L4_PROTO;
+	}
 
 	p->family = LETHE_AF_INET6;
 	p->proto = ip6h->nexthdr;
