@@ -236,3 +236,50 @@ fn adoption_repairs_what_a_crash_left() {
         }
     }
 }
+
+/// vip_filter is consulted only while lb_config says a control plane wrote
+/// it: a pinned map a daemon from before vip_filter left empty must not
+/// hide a VIP, and a daemon that adopts such maps fills it.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn vip_filter_is_used_only_once_written() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let pins = PinDir::new("vipfilter");
+        let dir = &pins.0;
+        let plan = Plan::new(&fixture_config()).unwrap();
+        let dp = Dataplane::load_pinned(dir).unwrap();
+        dp.apply(&plan).unwrap();
+        let lt0 = topo.ifindex("lt0");
+        let frame = Flow::tcp("198.51.100.1", 1234, "10.100.0.1", 80).frame(topo.iface_mac("lt0"));
+        let reason = |dp: &Dataplane| dp.trace(&frame, lt0).unwrap().reason;
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+
+        let config = MapHandle::from_pinned_path(dir.join("lb_config")).unwrap();
+        let filter = MapHandle::from_pinned_path(dir.join("vip_filter")).unwrap();
+        let zero = 0u32.to_ne_bytes();
+        let flags = |cfg: &[u8]| u32::from_ne_bytes(cfg[4..8].try_into().unwrap());
+        let cfg = config.lookup(&zero, MapFlags::ANY).unwrap().unwrap();
+        assert_ne!(flags(&cfg) & lethe::abi::CFG_F_VIP_FILTER, 0);
+        for word in 0..lethe::abi::FILTER_WORDS {
+            filter
+                .update(&word.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
+                .unwrap();
+        }
+        // Flag set, filter empty: the filter is what refuses the VIP.
+        assert_eq!(reason(&dp), Some(Reason::NotVip));
+        // As a daemon from before vip_filter leaves it: flag clear.
+        let mut old = cfg.clone();
+        old[4..8].copy_from_slice(&(flags(&cfg) & !lethe::abi::CFG_F_VIP_FILTER).to_ne_bytes());
+        config.update(&zero, &old, MapFlags::ANY).unwrap();
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+        drop(dp);
+
+        // A newer daemon adopts the maps and completes the filter.
+        let dp = Dataplane::load_pinned(dir).unwrap();
+        dp.apply(&plan).unwrap();
+        let cfg = config.lookup(&zero, MapFlags::ANY).unwrap().unwrap();
+        assert_ne!(flags(&cfg) & lethe::abi::CFG_F_VIP_FILTER, 0);
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+    });
+}
