@@ -94,7 +94,9 @@ static __always_inline const __u32 *pick_backend(const struct lethe_vip *vip, __
 	return bpf_map_lookup_elem(table, &slot);
 }
 
-/* Backend -> client traffic of a nat VIP: the source becomes the VIP. */
+/* Backend -> client traffic of a nat VIP: the source becomes the VIP; and
+ * ICMP errors to clients about packets a backend received: the quoted
+ * packet becomes the one the client sent (nat_icmp_rewrite, NAT_SRC). */
 static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 {
 	const struct lethe_nat_return *r = find_nat_return(p);
@@ -119,7 +121,8 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))
+	if (p->icmp ? nat_icmp_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port)
+		    : nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))
 		return verdict(ctx, p, XDP_DROP, LETHE_R_INTERNAL);
 	if (why == LETHE_R_NO_NEIGH)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_NO_NEIGH);
@@ -156,8 +159,7 @@ int lethe_xdp(struct xdp_md *ctx)
 
 	vip = find_vip(&p, cfg->flags);
 	if (!vip) {
-		if ((cfg->flags & LETHE_CFG_F_NAT) && !p.icmp &&
-		    addr_maybe(LETHE_FILTER_NAT, p.src, p.family))
+		if ((cfg->flags & LETHE_CFG_F_NAT) && addr_maybe(LETHE_FILTER_NAT, p.src, p.family))
 			return nat_return_path(ctx, &p);
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
 	}
@@ -231,7 +233,7 @@ int lethe_xdp(struct xdp_md *ctx)
 			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 			return verdict(ctx, &p, reason_action(why), why);
-		if (p.icmp ? nat_icmp_rewrite(data, data_end, &p, be->addr, be->port)
+		if (p.icmp ? nat_icmp_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port)
 			   : nat_rewrite(data, data_end, &p, NAT_DST, be->addr, be->port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_INTERNAL);
 		/* Rewritten, the packet is an ordinary one to the backend: the

@@ -108,22 +108,32 @@ static __always_inline __u16 inner_l4_csum(__u16 check, int udp, int v4, const _
 }
 
 /*
- * nat for an ICMP error about a flow: the error is addressed to the VIP
- * about a packet the VIP "sent" (that the backend sent and the return path
- * rewrote). The outer destination becomes the backend, and inside, the
- * invoking packet's source becomes backend:port again — its IPv4 header
- * checksum, its TCP/UDP checksum when the error carries it, and the ICMP
- * checksum (over the message; for ICMPv6 also the pseudo-header) follow.
+ * nat for an ICMP error about a flow.
+ *
+ * NAT_DST (ingress): the error is addressed to the VIP about a packet the
+ * VIP "sent" (that the backend sent and the return path rewrote). The outer
+ * destination becomes the backend, and inside, the invoking packet's
+ * source becomes backend:port again.
+ *
+ * NAT_SRC (return): a backend, or a router between it and Lethe, reports
+ * to a client about a packet the backend received (client -> backend:port,
+ * as the ingress rewrote it). Inside, the destination becomes VIP:port
+ * again, the packet the client really sent; the outer source becomes the
+ * VIP when the backend itself sent the error (a router's address stays).
+ *
+ * The IPv4 header checksums, the quoted TCP/UDP checksum when the error
+ * carries it, and the ICMP checksum (over the message; for ICMPv6 also the
+ * pseudo-header) follow.
  */
 static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const struct packet *p,
-					    const __u8 *addr, __be16 port)
+					    int side, const __u8 *addr, __be16 port)
 {
 	__u32 l3_off = p->l3_off, l4_off = p->l4_off, inner_off = p->inner_off;
 	__u32 ip_end = p->l3_off + p->l3_len;
 	int udp = p->proto == IPPROTO_UDP;
 	struct udphdr *ports;
 	__u16 *icsum, *l4csum = 0;
-	__be16 old_port;
+	__be16 old_port, *port_f;
 	void *icmp;
 
 	if (l3_off > ETH_HLEN + VLAN_HLEN || l4_off > ETH_HLEN + VLAN_HLEN + IPV6_HLEN ||
@@ -136,7 +146,7 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 
 	if (p->family == LETHE_AF_INET) {
 		struct iphdr *iph = data + l3_off, *ii = data + inner_off;
-		__be32 old, new, old_check;
+		__be32 old, new, was, old_check, *outer_f, *inner_f;
 
 		if ((void *)(iph + 1) > data_end || (void *)(ii + 1) > data_end)
 			return -1;
@@ -144,20 +154,25 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 		if ((void *)(ports + 1) > data_end)
 			return -1;
 		__builtin_memcpy(&new, addr, 4);
-		old = iph->daddr;
-		iph->daddr = new;
-		iph->check = csum_replace(iph->check, (__u16 *)&old, (__u16 *)&new, 2);
+		outer_f = side == NAT_DST ? &iph->daddr : &iph->saddr;
+		inner_f = side == NAT_DST ? &ii->saddr : &ii->daddr;
+		old = *inner_f;
+		was = *outer_f;
+		if (side == NAT_DST || was == old) {
+			*outer_f = new;
+			iph->check = csum_replace(iph->check, (__u16 *)&was, (__u16 *)&new, 2);
+		}
 
-		old = ii->saddr;
-		ii->saddr = new;
+		*inner_f = new;
 		old_check = ii->check;
 		ii->check = csum_replace(ii->check, (__u16 *)&old, (__u16 *)&new, 2);
 		*icsum = csum_replace(*icsum, (__u16 *)&old, (__u16 *)&new, 2);
 		*icsum = csum_replace16(*icsum, old_check, ii->check);
 
-		old_port = ports->source;
+		port_f = side == NAT_DST ? &ports->source : &ports->dest;
+		old_port = *port_f;
 		if (port && port != old_port) {
-			ports->source = port;
+			*port_f = port;
 			*icsum = csum_replace16(*icsum, old_port, port);
 		} else {
 			port = old_port;
@@ -172,14 +187,16 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 			l4csum = &th->check;
 		}
 		if (l4csum) {
-			__u16 was = *l4csum;
+			__u16 before = *l4csum;
 
-			*l4csum = inner_l4_csum(was, udp, 1, (__u16 *)&old, (__u16 *)&new, 2, old_port, port);
-			*icsum = csum_replace16(*icsum, was, *l4csum);
+			*l4csum = inner_l4_csum(before, udp, 1, (__u16 *)&old, (__u16 *)&new, 2,
+						old_port, port);
+			*icsum = csum_replace16(*icsum, before, *l4csum);
 		}
 	} else {
 		struct ipv6hdr *ip6h = data + l3_off, *ii = data + inner_off;
-		__u32 old[4], new[4];
+		struct in6_addr *outer_f, *inner_f;
+		__u32 old[4], new[4], was[4];
 
 		if ((void *)(ip6h + 1) > data_end || (void *)(ii + 1) > data_end)
 			return -1;
@@ -187,18 +204,24 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 		if ((void *)(ports + 1) > data_end)
 			return -1;
 		__builtin_memcpy(new, addr, 16);
-		/* The ICMPv6 checksum covers the outer destination too. */
-		__builtin_memcpy(old, &ip6h->daddr, 16);
-		__builtin_memcpy(&ip6h->daddr, new, 16);
+		outer_f = side == NAT_DST ? &ip6h->daddr : &ip6h->saddr;
+		inner_f = side == NAT_DST ? &ii->saddr : &ii->daddr;
+		__builtin_memcpy(old, inner_f, 16);
+		__builtin_memcpy(was, outer_f, 16);
+		/* The ICMPv6 checksum covers the outer addresses too. */
+		if (side == NAT_DST || !((was[0] ^ old[0]) | (was[1] ^ old[1]) | (was[2] ^ old[2]) |
+					 (was[3] ^ old[3]))) {
+			__builtin_memcpy(outer_f, new, 16);
+			*icsum = csum_replace(*icsum, (__u16 *)was, (__u16 *)new, 8);
+		}
+
+		__builtin_memcpy(inner_f, new, 16);
 		*icsum = csum_replace(*icsum, (__u16 *)old, (__u16 *)new, 8);
 
-		__builtin_memcpy(old, &ii->saddr, 16);
-		__builtin_memcpy(&ii->saddr, new, 16);
-		*icsum = csum_replace(*icsum, (__u16 *)old, (__u16 *)new, 8);
-
-		old_port = ports->source;
+		port_f = side == NAT_DST ? &ports->source : &ports->dest;
+		old_port = *port_f;
 		if (port && port != old_port) {
-			ports->source = port;
+			*port_f = port;
 			*icsum = csum_replace16(*icsum, old_port, port);
 		} else {
 			port = old_port;
@@ -213,10 +236,11 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 			l4csum = &th->check;
 		}
 		if (l4csum) {
-			__u16 was = *l4csum;
+			__u16 before = *l4csum;
 
-			*l4csum = inner_l4_csum(was, udp, 0, (__u16 *)old, (__u16 *)new, 8, old_port, port);
-			*icsum = csum_replace16(*icsum, was, *l4csum);
+			*l4csum = inner_l4_csum(before, udp, 0, (__u16 *)old, (__u16 *)new, 8, old_port,
+						port);
+			*icsum = csum_replace16(*icsum, before, *l4csum);
 		}
 	}
 	return 0;

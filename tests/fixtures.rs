@@ -947,18 +947,14 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     ]);
     // nat: the error must reach the backend about the packet the backend
     // really sent (its own address and port), every checksum matching.
-    let nat_err = |vip: &str, vport: u16, quote_len: usize, udp: bool| {
-        let router = if vip.contains(':') { router6 } else { router4 };
-        let mut cf = client_flow(vip, vport);
-        let mut rf = reply(vip, vport);
-        cf.udp = udp;
-        rf.udp = udp;
-        let backend = env.pick(&cf).backend;
+    // The backend a client flow of a nat VIP gets, and its port.
+    let nat_backend = |cf: &Flow| {
+        let backend = env.pick(cf).backend;
         let planned = env
             .plan
             .vips
             .iter()
-            .find(|v| v.vip.address == ip(vip))
+            .find(|v| v.vip.address == cf.dst)
             .unwrap();
         let bport = planned
             .vip
@@ -967,6 +963,15 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             .find(|b| b.address == backend)
             .map(|b| planned.vip.backend_port(b))
             .unwrap();
+        (backend, bport)
+    };
+    let nat_err = |vip: &str, vport: u16, quote_len: usize, udp: bool| {
+        let router = if vip.contains(':') { router6 } else { router4 };
+        let mut cf = client_flow(vip, vport);
+        let mut rf = reply(vip, vport);
+        cf.udp = udp;
+        rf.udp = udp;
+        let (backend, bport) = nat_backend(&cf);
         let mut sent = rf.clone();
         sent.src = backend;
         sent.sport = bport;
@@ -1002,6 +1007,64 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             n4,
             Action::Tx,
             w4,
+        ),
+    ]);
+    // nat, the other way: an error to a client about a packet a backend
+    // received (client -> backend:port) must reach the client about the
+    // packet the client sent (client -> VIP:port): from the VIP when the
+    // backend itself sent it; a router's own address is kept.
+    let nat_return_err = |vip: &str, vport: u16, quote_len: usize, udp: bool, by_backend: bool| {
+        let mut cf = client_flow(vip, vport);
+        cf.udp = udp;
+        let (backend, bport) = nat_backend(&cf);
+        let mut got = cf.clone();
+        got.dst = backend;
+        got.dport = bport;
+        let router = if vip.contains(':') { router6 } else { router4 };
+        let origin = if by_backend {
+            backend.to_string()
+        } else {
+            router.to_string()
+        };
+        let client = cf.src.to_string();
+        let input = icmp_error(cmac, m, &origin, &client, &quote(&got, quote_len), 1400);
+        let from = if by_backend { vip } else { &origin };
+        let mut want = icmp_error(cmac, m, from, &client, &quote(&cf, quote_len), 1400);
+        let (smac, dmac) = env.macs_for(cf.src);
+        want[0..6].copy_from_slice(&dmac);
+        want[6..12].copy_from_slice(&smac);
+        (input, want)
+    };
+    let (r1, x1) = nat_return_err("10.100.0.20", 80, 48, false, true);
+    let (r2, x2) = nat_return_err("10.100.0.21", 53, 28, true, true);
+    let (r3, x3) = nat_return_err("fd00:100::20", 443, 68, false, true);
+    let (r4, x4) = nat_return_err("10.100.0.20", 80, 28, false, false);
+    let (r5, x5) = nat_return_err("fd00:100::21", 53, 48, true, false);
+    v.extend([
+        fwd(
+            "nat backend's ICMP error to a client: from the VIP, about the client's packet",
+            r1,
+            Action::Tx,
+            x1,
+        ),
+        fwd(
+            "nat backend's ICMP error about a udp packet",
+            r2,
+            Action::Tx,
+            x2,
+        ),
+        fwd("nat backend's ICMPv6 error to a client", r3, Action::Tx, x3),
+        fwd(
+            "router's ICMP error about a packet to a nat backend: the router stays the source",
+            r4,
+            Action::Tx,
+            x4,
+        ),
+        fwd(
+            "router's ICMPv6 error about a udp packet to a nat backend",
+            r5,
+            Action::Tx,
+            x5,
         ),
     ]);
     let mut inner_icmp = quote(&reply("10.100.0.1", 80), 28);

@@ -192,6 +192,76 @@ fn icmp_message(rng: &mut SmallRng, plan: &Plan, mac: [u8; 6]) -> Vec<u8> {
     out
 }
 
+/// An ICMP error to a client about a packet a nat backend received
+/// (client -> backend:port), sent by the backend itself or by a router on
+/// the way: the nat return path's ICMP case.
+fn nat_icmp_message(rng: &mut SmallRng, plan: &Plan, mac: [u8; 6]) -> Vec<u8> {
+    let nat: Vec<_> = plan.nat_returns.keys().collect();
+    let &(backend, port, proto) = nat[rng.gen_range(0..nat.len())];
+    let v4 = backend.is_ipv4();
+    let client = if v4 {
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, rng.gen()))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, rng.gen()))
+    };
+    let received = Flow {
+        src: client,
+        dst: backend,
+        sport: rng.gen(),
+        dport: if port == 0 || rng.gen_bool(0.1) {
+            rng.gen()
+        } else {
+            port
+        },
+        udp: proto == Protocol::Udp,
+        tos: 0,
+        vlan: None,
+        payload: Vec::new(),
+    }
+    .payload(rng.gen_range(0..200));
+    let full = received.frame([0; 6])[14..].to_vec();
+    let n = match rng.gen_range(0..4) {
+        0 => full.len(),
+        1 => rng.gen_range(0..full.len()),
+        _ => (if v4 { 28 } else { 48 }).min(full.len()),
+    };
+    let origin = if rng.gen_bool(0.6) {
+        backend
+    } else {
+        random_addr(rng, v4)
+    };
+    let eth = etherparse::PacketBuilder::ethernet2(common::packets::CLIENT_MAC, mac);
+    let mut out = Vec::new();
+    match (origin, client) {
+        (IpAddr::V4(o), IpAddr::V4(c)) => eth
+            .ipv4(o.octets(), c.octets(), 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                if rng.gen_bool(0.5) {
+                    etherparse::icmpv4::DestUnreachableHeader::Port
+                } else {
+                    etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                        next_hop_mtu: rng.gen(),
+                    }
+                },
+            ))
+            .write(&mut out, &full[..n])
+            .unwrap(),
+        (IpAddr::V6(o), IpAddr::V6(c)) => eth
+            .ipv6(o.octets(), c.octets(), 64)
+            .icmpv6(if rng.gen_bool(0.5) {
+                etherparse::Icmpv6Type::DestinationUnreachable(
+                    etherparse::icmpv6::DestUnreachableCode::Port,
+                )
+            } else {
+                etherparse::Icmpv6Type::PacketTooBig { mtu: rng.gen() }
+            })
+            .write(&mut out, &full[..n])
+            .unwrap(),
+        _ => unreachable!(),
+    }
+    out
+}
+
 /// Damages a frame the way broken senders and middleboxes do.
 fn corrupt(rng: &mut SmallRng, frame: &mut Vec<u8>, l3: usize) {
     let v4 = frame.get(l3).map(|b| b >> 4) == Some(4);
@@ -296,6 +366,8 @@ fn kernel_matches_model_on_generated_packets() {
         for n in 0..total {
             let (mut frame, l3) = if rng.gen_bool(0.12) {
                 (icmp_message(&mut rng, &plan, mac), 14)
+            } else if rng.gen_bool(0.05) {
+                (nat_icmp_message(&mut rng, &plan, mac), 14)
             } else {
                 let f = flow(&mut rng, &plan);
                 (f.frame(mac), if f.vlan.is_some() { 18 } else { 14 })

@@ -108,8 +108,9 @@ pub fn pick(plan: &Plan, key: &FlowKey) -> Result<Pick, Reason> {
     })
 }
 
-/// Backend -> client traffic of a nat VIP: the source becomes the VIP.
-/// Twin of `nat_return_path` in bpf/lethe.bpf.c.
+/// Backend -> client traffic of a nat VIP: the source becomes the VIP;
+/// ICMP errors about packets a backend received: the quoted packet becomes
+/// the client's. Twin of `nat_return_path` in bpf/lethe.bpf.c.
 fn nat_return(
     plan: &Plan,
     net: &dyn Network,
@@ -129,6 +130,13 @@ fn nat_return(
         return untouched(Reason::NotVip, None);
     };
     let vip = &plan.vips[idx].vip;
+    let rewrite_back = || {
+        if p.icmp {
+            rewrite::nat_icmp(frame, p, rewrite::Side::Src, vip.address, vip.port)
+        } else {
+            rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port)
+        }
+    };
     let hop = match net.route(&FibQuery {
         ingress_ifindex,
         dst: p.dst,
@@ -141,7 +149,7 @@ fn nat_return(
             return Outcome {
                 action: Action::Pass,
                 reason: Reason::NoNeigh,
-                frame: rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port),
+                frame: rewrite_back(),
                 vip: Some(idx),
                 backend: None,
             }
@@ -153,10 +161,7 @@ fn nat_return(
     if hop.ifindex != ingress_ifindex && !net.tx_port(hop.ifindex) {
         return untouched(Reason::ReturnPassed, Some(idx));
     }
-    let out = rewrite::with_macs(
-        rewrite::nat(frame, p, rewrite::Side::Src, vip.address, vip.port),
-        &hop,
-    );
+    let out = rewrite::with_macs(rewrite_back(), &hop);
     let (action, reason) = if hop.ifindex == ingress_ifindex {
         (Action::Tx, Reason::FwdTx)
     } else {
@@ -198,7 +203,7 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
     };
     let chosen = match pick(plan, &key) {
         Ok(c) => c,
-        Err(Reason::NotVip) if !plan.nat_returns.is_empty() && !p.icmp => {
+        Err(Reason::NotVip) if !plan.nat_returns.is_empty() => {
             return nat_return(plan, net, ingress_ifindex, frame, &p)
         }
         Err(Reason::NotVip) => return untouched(Reason::NotVip, None),
@@ -239,7 +244,7 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
             .find(|b| b.address == backend)
             .map_or(0, |b| planned.backend_port(b));
         if p.icmp {
-            rewrite::nat_icmp(frame, &p, backend, port)
+            rewrite::nat_icmp(frame, &p, rewrite::Side::Dst, backend, port)
         } else {
             rewrite::nat(frame, &p, rewrite::Side::Dst, backend, port)
         }

@@ -270,10 +270,13 @@ fn put16(f: &mut [u8], at: usize, v: u16) {
     f[at..at + 2].copy_from_slice(&v.to_ne_bytes());
 }
 
-/// nat of an ICMP error about a flow, as `nat_icmp_rewrite` in bpf/nat.h:
-/// outer destination -> backend; inside, the invoking packet's source ->
-/// backend:port; every checksum that covers them follows.
-pub fn nat_icmp(frame: &[u8], p: &Packet, addr: IpAddr, port: u16) -> Vec<u8> {
+/// nat of an ICMP error about a flow, as `nat_icmp_rewrite` in bpf/nat.h.
+/// `Side::Dst` (ingress): outer destination -> backend; inside, the
+/// invoking packet's source -> backend:port. `Side::Src` (return): inside,
+/// the invoking packet's destination -> VIP:port; the outer source -> VIP
+/// when it is the backend (the quoted destination). Every checksum that
+/// covers them follows.
+pub fn nat_icmp(frame: &[u8], p: &Packet, side: Side, addr: IpAddr, port: u16) -> Vec<u8> {
     let mut f = frame.to_vec();
     let (l3, icmp, ii) = (p.l3_off, p.l4_off, p.inner_off);
     let ip_end = p.l3_off + p.l3_len;
@@ -286,15 +289,26 @@ pub fn nat_icmp(frame: &[u8], p: &Packet, addr: IpAddr, port: u16) -> Vec<u8> {
     let neww = words(&new);
     let v4 = p.dst.is_ipv4();
     let (inner_hlen, ports) = if v4 { (20, ii + 20) } else { (40, ii + 40) };
-    let old_inner: Vec<u16>;
+    let dst = side == Side::Dst;
+    // (outer field, inner field) offsets from their IP headers.
+    let (outer, inner) = match (v4, dst) {
+        (true, true) => (16..20, 12..16),
+        (true, false) => (12..16, 16..20),
+        (false, true) => (24..40, 8..24),
+        (false, false) => (8..24, 24..40),
+    };
+    let outer = l3 + outer.start..l3 + outer.end;
+    let inner = ii + inner.start..ii + inner.end;
+    let old_inner = words(&f[inner.clone()]);
+    let was = words(&f[outer.clone()]);
+    let rewrite_outer = dst || was == old_inner;
     if v4 {
-        let old = words(&f[l3 + 16..l3 + 20]);
-        f[l3 + 16..l3 + 20].copy_from_slice(&new);
-        let c = checksum::replace(get16(&f, l3 + 10), &old, &neww);
-        put16(&mut f, l3 + 10, c);
-
-        old_inner = words(&f[ii + 12..ii + 16]);
-        f[ii + 12..ii + 16].copy_from_slice(&new);
+        if rewrite_outer {
+            f[outer].copy_from_slice(&new);
+            let c = checksum::replace(get16(&f, l3 + 10), &was, &neww);
+            put16(&mut f, l3 + 10, c);
+        }
+        f[inner].copy_from_slice(&new);
         let old_check = get16(&f, ii + 10);
         let new_check = checksum::replace(old_check, &old_inner, &neww);
         put16(&mut f, ii + 10, new_check);
@@ -302,16 +316,16 @@ pub fn nat_icmp(frame: &[u8], p: &Packet, addr: IpAddr, port: u16) -> Vec<u8> {
         x = checksum::replace(x, &[old_check], &[new_check]);
         put16(&mut f, ic, x);
     } else {
-        let old = words(&f[l3 + 24..l3 + 40]);
-        f[l3 + 24..l3 + 40].copy_from_slice(&new);
-        let x = checksum::replace(get16(&f, ic), &old, &neww);
-        put16(&mut f, ic, x);
-
-        old_inner = words(&f[ii + 8..ii + 24]);
-        f[ii + 8..ii + 24].copy_from_slice(&new);
+        if rewrite_outer {
+            f[outer].copy_from_slice(&new);
+            let x = checksum::replace(get16(&f, ic), &was, &neww);
+            put16(&mut f, ic, x);
+        }
+        f[inner].copy_from_slice(&new);
         let x = checksum::replace(get16(&f, ic), &old_inner, &neww);
         put16(&mut f, ic, x);
     }
+    let ports = if dst { ports } else { ports + 2 };
     let old_port = get16(&f, ports);
     let want = u16::from_ne_bytes(port.to_be_bytes());
     let new_port = if port != 0 && want != old_port {
@@ -322,10 +336,11 @@ pub fn nat_icmp(frame: &[u8], p: &Packet, addr: IpAddr, port: u16) -> Vec<u8> {
     } else {
         old_port
     };
+    let l4 = ii + inner_hlen;
     let l4csum = if udp {
-        Some(ports + 6)
-    } else if ii + inner_hlen + 20 <= ip_end {
-        Some(ports + 16)
+        Some(l4 + 6)
+    } else if l4 + 20 <= ip_end {
+        Some(l4 + 16)
     } else {
         None
     };
