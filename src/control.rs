@@ -296,6 +296,23 @@ impl Controller {
         }
     }
 
+    /// Resolves every encapsulating backend's outer source again and
+    /// republishes the backends whose source changed: for when the host's
+    /// addresses or routes change (src/route_watch.rs).
+    pub async fn refresh_sources(&self) {
+        let current = self.current.lock().await;
+        let (dp, p) = (self.dp.clone(), current.plan.clone());
+        match blocking(move || dp.refresh_sources(&p)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                backends = n,
+                "outer source addresses changed: backends republished"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "re-resolving outer sources"),
+            Err(e) => tracing::error!(error = %e, "re-resolving outer sources"),
+        }
+    }
+
     fn announce_fail_open(&self, before: &Plan, after: &Plan) {
         for v in &after.vips {
             let was = before

@@ -5,7 +5,9 @@
 //! link announcements (rtnetlink multicast groups) and, after each burst,
 //! makes every cached next hop stale, so a changed MAC, route or MTU is
 //! used from the next packet on. Without the daemon the entries still
-//! expire on their own (`LETHE_NEXTHOP_TTL_MS`).
+//! expire on their own (`LETHE_NEXTHOP_TTL_JIFFIES`). After an address or
+//! route change it also asks for the encapsulating backends' outer source
+//! addresses to be resolved again (`Controller::refresh_sources`).
 
 use std::io;
 use std::mem::size_of;
@@ -59,21 +61,59 @@ pub fn subscribe() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Reads what is queued; Ok(true) when anything was announced (or the
-/// queue overflowed, which means changes were lost: stale all the same).
-fn drain(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<bool> {
-    let mut any = false;
+/// What a burst of announcements changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Anything at all: cached next hops are stale.
+    pub any: bool,
+    /// An address or a route: the source address the kernel picks towards
+    /// a backend may differ.
+    pub addresses_or_routes: bool,
+}
+
+/// Whether a datagram of rtnetlink messages holds an address or route
+/// message (RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE).
+pub fn names_addresses_or_routes(mut msgs: &[u8]) -> bool {
+    const HDR: usize = 16; // struct nlmsghdr
+    while msgs.len() >= HDR {
+        let len = u32::from_ne_bytes(msgs[..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(msgs[4..6].try_into().expect("2 bytes"));
+        if matches!(
+            kind,
+            libc::RTM_NEWADDR | libc::RTM_DELADDR | libc::RTM_NEWROUTE | libc::RTM_DELROUTE
+        ) {
+            return true;
+        }
+        let step = (len + 3) & !3;
+        if len < HDR || step > msgs.len() {
+            return false;
+        }
+        msgs = &msgs[step..];
+    }
+    false
+}
+
+/// Reads what is queued. An overflowed queue means announcements were
+/// lost: everything may have changed.
+fn drain(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Changes> {
+    let mut seen = Changes::default();
     loop {
         // SAFETY: buf is valid for buf.len() bytes of writes.
         let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n >= 0 {
-            any = true;
+            seen.any = true;
+            seen.addresses_or_routes |= names_addresses_or_routes(&buf[..n as usize]);
             continue;
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::EAGAIN) => return Ok(any),
-            Some(libc::ENOBUFS) => any = true,
+            Some(libc::EAGAIN) => return Ok(seen),
+            Some(libc::ENOBUFS) => {
+                seen = Changes {
+                    any: true,
+                    addresses_or_routes: true,
+                }
+            }
             Some(libc::EINTR) => {}
             _ => return Err(e),
         }
@@ -81,8 +121,13 @@ fn drain(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<bool> {
 }
 
 /// Invalidates `dp`'s cached next hops after every burst of announcements,
-/// until `cancel`.
-pub async fn watch(dp: Arc<Dataplane>, cancel: CancellationToken) {
+/// and calls `on_addresses_or_routes` after a burst that changed an address
+/// or a route (the daemon re-resolves outer sources), until `cancel`.
+pub async fn watch(
+    dp: Arc<Dataplane>,
+    on_addresses_or_routes: impl Fn() + Send + 'static,
+    cancel: CancellationToken,
+) {
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open
     // and the same for the AsyncFd's whole life.
     let registered =
@@ -106,18 +151,72 @@ pub async fn watch(dp: Arc<Dataplane>, cancel: CancellationToken) {
                 }
             },
         };
-        let changed = match drain(fd.get_ref(), &mut buf) {
-            Ok(changed) => changed,
+        let changes = match drain(fd.get_ref(), &mut buf) {
+            Ok(changes) => changes,
             Err(e) => {
                 tracing::warn!(error = %e, "route change listener stopped");
                 return;
             }
         };
         ready.clear_ready();
-        if changed {
+        if changes.any {
             if let Err(e) = dp.invalidate_nexthops() {
                 tracing::warn!(error = %e, "invalidating cached next hops");
             }
         }
+        if changes.addresses_or_routes {
+            on_addresses_or_routes();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_addresses_or_routes;
+
+    fn msg(kind: u16, payload: usize) -> Vec<u8> {
+        let len = 16 + payload;
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.resize((len + 3) & !3, 0);
+        m
+    }
+
+    #[test]
+    fn address_and_route_messages_are_told_from_the_rest() {
+        let neigh = msg(libc::RTM_NEWNEIGH, 13);
+        let link = msg(libc::RTM_NEWLINK, 40);
+        assert!(!names_addresses_or_routes(&neigh));
+        assert!(!names_addresses_or_routes(
+            &[neigh.clone(), link.clone()].concat()
+        ));
+        for kind in [
+            libc::RTM_NEWADDR,
+            libc::RTM_DELADDR,
+            libc::RTM_NEWROUTE,
+            libc::RTM_DELROUTE,
+        ] {
+            // After other messages of odd lengths, too.
+            let all = [neigh.clone(), link.clone(), msg(kind, 7)].concat();
+            assert!(names_addresses_or_routes(&all), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_datagram_is_read_no_further() {
+        assert!(!names_addresses_or_routes(&[]));
+        assert!(!names_addresses_or_routes(&[1, 2, 3]));
+        // A length below the header's, then a route message never reached.
+        let mut bad = msg(libc::RTM_NEWNEIGH, 0);
+        bad[..4].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(!names_addresses_or_routes(
+            &[bad, msg(libc::RTM_NEWROUTE, 0)].concat()
+        ));
+        // A length past the end.
+        let mut long = msg(libc::RTM_NEWNEIGH, 0);
+        long[..4].copy_from_slice(&4096u32.to_ne_bytes());
+        assert!(!names_addresses_or_routes(&long));
     }
 }

@@ -139,7 +139,28 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Duration::from_secs(30),
         cancel.clone(),
     ));
-    let route_watch = tokio::spawn(route_watch::watch(dp.clone(), cancel.clone()));
+    // Address and route changes: outer sources resolved again, one refresh
+    // at a time, bursts coalesced.
+    let sources_changed = Arc::new(tokio::sync::Notify::new());
+    let route_watch = tokio::spawn(route_watch::watch(
+        dp.clone(),
+        {
+            let n = sources_changed.clone();
+            move || n.notify_one()
+        },
+        cancel.clone(),
+    ));
+    let refresher = {
+        let (control, cancel) = (control.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = sources_changed.notified() => control.refresh_sources().await,
+                }
+            }
+        })
+    };
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = {
         let control = control.clone();
@@ -166,6 +187,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let _ = checks.await;
     let _ = neighbours.await;
     let _ = route_watch.await;
+    let _ = refresher.await;
     let _ = reader.join();
     drop(links);
     tracing::info!("stopped; the program stays attached (`lethe down` detaches)");

@@ -12,6 +12,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,33 @@ fn a_client_next_hop_of_nat_return_traffic_is_cached_too() {
 
 #[test]
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn outer_sources_follow_the_routes_when_resolved_again() {
+    in_new_netns(|| {
+        let b = Bench::new(HOUR);
+        let lt0 = b.topo.ifindex("lt0");
+        let frame = b.frame("fd00:100::1", 20);
+        let outer_src = || {
+            let run = b.dp.test_run(&frame, lt0).unwrap();
+            assert_eq!(run.action, Some(Action::Tx));
+            IpAddr::from(<[u8; 16]>::try_from(&run.frame[14 + 8..14 + 24]).unwrap())
+        };
+        let first: IpAddr = "fd00:1::1".parse().unwrap();
+        let moved: IpAddr = "fd00:1::5".parse().unwrap();
+        assert_eq!(outer_src(), first);
+        sh("ip -6 addr add fd00:1::5/64 dev lt0 nodad");
+        sh("ip -6 route add fd00:1::11/128 dev lt0 src fd00:1::5");
+        // Resolved once, when the record was written.
+        assert_eq!(outer_src(), first);
+        assert_eq!(b.dp.refresh_sources(&b.plan).unwrap(), 1);
+        assert_eq!(outer_src(), moved);
+        // Nothing changed since: nothing rewritten.
+        assert_eq!(b.dp.refresh_sources(&b.plan).unwrap(), 0);
+        b.agrees("10.100.0.1", "lt0");
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn a_cached_next_hop_expires() {
     in_new_netns(|| {
         let b = Bench::new(1);
@@ -230,11 +258,21 @@ fn route_neighbour_and_link_changes_reach_the_program_through_the_listener() {
             .build()
             .unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let watcher = rt.spawn(lethe::route_watch::watch(b.dp.clone(), cancel.clone()));
+        let sources = Arc::new(AtomicUsize::new(0));
+        let watcher = rt.spawn(lethe::route_watch::watch(
+            b.dp.clone(),
+            {
+                let sources = sources.clone();
+                move || {
+                    sources.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+            cancel.clone(),
+        ));
         // Subscribed before anything changes.
         std::thread::sleep(Duration::from_millis(200));
 
-        // A neighbour's new MAC.
+        // A neighbour's new MAC: next hops only.
         b.agrees("10.100.0.1", "lt0");
         sh(&format!(
             "ip neigh replace 10.1.0.11 lladdr {} dev lt0 nud permanent",
@@ -246,9 +284,13 @@ fn route_neighbour_and_link_changes_reach_the_program_through_the_listener() {
 
         // A route's new path: the backend now goes through the gateway
         // (dsr: not adjacent, dropped).
+        let before = sources.load(Ordering::SeqCst);
         sh("ip route add 10.1.0.11/32 via 10.1.0.254 dev lt0");
         eventually("the new route", || {
             b.dmac("10.100.0.1", "lt0").0 == Some(Action::Drop)
+        });
+        eventually("the source refresh asked for", || {
+            sources.load(Ordering::SeqCst) > before
         });
         sh("ip route del 10.1.0.11/32");
         eventually("the route removed", || {

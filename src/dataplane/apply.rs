@@ -340,6 +340,20 @@ impl Installed {
     }
 
     pub fn apply(&mut self, maps: &Maps<'_>, plan: &Plan) -> Result<(), DataplaneError> {
+        self.apply_with(maps, plan, false).map(|_| ())
+    }
+
+    /// `apply`; with `resolve_sources`, every encapsulating backend's outer
+    /// source is resolved again, and a backend whose source changed gets a
+    /// new record (a new id, its table republished: a record in use is
+    /// never rewritten). Returns how many backends got a new source.
+    pub fn apply_with(
+        &mut self,
+        maps: &Maps<'_>,
+        plan: &Plan,
+        resolve_sources: bool,
+    ) -> Result<usize, DataplaneError> {
+        let mut resourced = 0;
         // The address filter first lets through what the old and the new
         // plan need; return-path entries of nat VIPs that go, next; then
         // VIPs removed (their ids become free for what is added), then VIPs
@@ -379,7 +393,7 @@ impl Installed {
             self.remove_vip(maps, &key)?;
         }
         for planned in &plan.vips {
-            self.upsert_vip(maps, planned)?;
+            resourced += self.upsert_vip(maps, planned, resolve_sources)?;
         }
         for (k, _) in self.nat_wanted(plan) {
             let v = self.nat_record(plan, &k);
@@ -408,7 +422,8 @@ impl Installed {
                 .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
             self.config = Some(cfg);
         }
-        self.write_filter(maps, &filter)
+        self.write_filter(maps, &filter)?;
+        Ok(resourced)
     }
 
     /// The filters for `plan`: a bit per VIP address, a bit per nat
@@ -499,7 +514,15 @@ impl Installed {
         )
     }
 
-    fn upsert_vip(&mut self, maps: &Maps<'_>, planned: &PlannedVip) -> Result<(), DataplaneError> {
+    /// Installs or updates one VIP; returns how many of its backends got a
+    /// new outer source (see `apply_with`).
+    fn upsert_vip(
+        &mut self,
+        maps: &Maps<'_>,
+        planned: &PlannedVip,
+        resolve_sources: bool,
+    ) -> Result<usize, DataplaneError> {
+        let mut resourced = 0;
         let key = planned.key();
         let is_new = !self.vips.contains_key(&key);
         if is_new {
@@ -527,8 +550,8 @@ impl Installed {
 
         // 1. Backend records: keep ids whose record is unchanged, write new
         // ones. Encapsulating VIPs' backends carry their outer source
-        // address: resolved when the record is written (and again for a
-        // kept one without it, if it resolves now).
+        // address: resolved when the record is written, again for a kept
+        // one without it (it may resolve now), and for all when asked.
         let encap = matches!(planned.mode(), abi::Mode::Ipip | abi::Mode::Gue);
         let mut next: HashMap<IpAddr, InstalledBackend> = HashMap::new();
         let mut fresh = Vec::new();
@@ -536,13 +559,16 @@ impl Installed {
             let port = planned.vip.backend_port(b);
             let current = self.vips[&key].backends.get(&b.address).copied();
             let wanted_src = match current {
-                Some(cur) if cur.port == port && (!encap || cur.src.is_some()) => None,
-                _ if encap => resolve_source(b.address),
-                _ => None,
+                _ if !encap => None,
+                Some(cur) if cur.port == port && cur.src.is_some() && !resolve_sources => cur.src,
+                _ => resolve_source(b.address),
             };
             let installed = match current {
-                Some(cur) if cur.port == port && wanted_src.is_none() => cur,
+                Some(cur) if cur.port == port && cur.src == wanted_src => cur,
                 _ => {
+                    if current.is_some_and(|cur| cur.port == port) {
+                        resourced += 1;
+                    }
                     let id = self.backend_ids.take()?;
                     fresh.push(id);
                     let rec = records::backend(
@@ -644,6 +670,7 @@ impl Installed {
             .map(|(_, b)| b.id)
             .collect();
         v.backends = next;
-        release_backends(maps, &mut self.backend_ids, released)
+        release_backends(maps, &mut self.backend_ids, released)?;
+        Ok(resourced)
     }
 }

@@ -292,6 +292,14 @@ impl Dataplane {
         self.installed().apply(&self.maps(), plan)
     }
 
+    /// `apply`, resolving every encapsulating backend's outer source again
+    /// (the host's addresses or routes changed): a backend whose source
+    /// changed gets a new record and its VIP's table is republished.
+    /// Returns how many backends got a new source.
+    pub fn refresh_sources(&self, plan: &crate::plan::Plan) -> Result<usize, DataplaneError> {
+        self.installed().apply_with(&self.maps(), plan, true)
+    }
+
     fn installed(&self) -> std::sync::MutexGuard<'_, Installed> {
         // A panic while holding the lock leaves `Installed` describing maps
         // it may not have finished writing; the next apply rewrites them.
