@@ -741,3 +741,72 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
         );
     });
 }
+
+/// The outer source of every live, sourced backend record (the first ids;
+/// they are handed out lowest first).
+fn outer_sources(dir: &Path) -> Vec<std::net::IpAddr> {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
+    let backends = MapHandle::from_pinned_path(dir.join("backends")).unwrap();
+    let srcs = MapHandle::from_pinned_path(dir.join("backend_srcs")).unwrap();
+    (0..64u32)
+        .filter_map(|id| {
+            let rec = backends.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
+            // struct lethe_backend: addr[16], port, family, flags, vip_id.
+            if rec[18] != lethe::abi::FAMILY_INET6 || rec[19] & lethe::abi::BACKEND_F_SRC == 0 {
+                return None;
+            }
+            let src = srcs.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
+            Some(std::net::IpAddr::from(
+                <[u8; 16]>::try_from(&src[..16]).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The daemon follows the host: an address and a route that change the
+/// source the kernel picks towards a backend republish it with that source.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn outer_sources_follow_address_and_route_changes() {
+    let instance = format!("t-src-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let _topo = Topology::create();
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        let vip = json!({"name": "t6", "address": "fd00:100::1", "port": 80, "protocol": "tcp",
+                         "mode": "ipip", "backends": [{"address": "fd00:1::11"}]});
+        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+        assert_eq!(code, 201, "{body}");
+        let dir = daemon.pin_dir();
+        let first: std::net::IpAddr = "fd00:1::1".parse().unwrap();
+        let moved: std::net::IpAddr = "fd00:1::5".parse().unwrap();
+        assert_eq!(outer_sources(&dir), vec![first]);
+
+        sh("ip -6 addr add fd00:1::5/64 dev lt0 nodad");
+        sh("ip -6 route add fd00:1::11/128 dev lt0 src fd00:1::5");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while outer_sources(&dir) != vec![moved] {
+            assert!(
+                Instant::now() < deadline,
+                "sources {:?} 5 s after the route change\n{}",
+                outer_sources(&dir),
+                daemon.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(daemon.logs().contains("outer source addresses changed"));
+        let trace = get("/v1/trace?src=2001:db8:c::1&sport=1001&dst=fd00:100::1&dport=80");
+        assert_eq!(trace["agree"], true, "{trace}");
+    });
+}
