@@ -131,11 +131,18 @@ fn build_table(inputs: &TableInputs) -> Result<(MaglevTable, bool), maglev::Magl
         .enumerate()
         .map(|(i, a)| (*a, i as u32))
         .collect();
+    // Base backend index -> its index among the healthy, once per backend
+    // rather than a hash lookup per slot.
+    let healthy_index: Vec<Option<u32>> = base
+        .backends
+        .iter()
+        .map(|a| index.get(a).copied())
+        .collect();
     let slots = base
         .slots
         .iter()
         .zip(&fallback.slots)
-        .map(|(&b, &f)| index.get(&base.backends[b as usize]).copied().unwrap_or(f))
+        .map(|(&b, &f)| healthy_index[b as usize].unwrap_or(f))
         .collect();
     Ok((
         MaglevTable {
