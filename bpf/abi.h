@@ -122,13 +122,46 @@ struct lethe_config {
 	__u32 _reserved;
 };
 
-/* lethe_config.flags */
+/* lethe_config.flags. (1 << 1) was vip_filter's, which vip_index
+ * replaced: never set again. */
 #define LETHE_CFG_F_NAT (1 << 0) /* some VIP is nat: look return traffic up */
-/* vip_filter holds a bit for every VIP: a packet whose (address, port,
- * protocol) bit and (address, 0, protocol) bit are both clear is no VIP's,
- * without a hash lookup. Set by a control plane that writes vip_filter
- * (one from before it existed leaves the map empty and this flag clear). */
-#define LETHE_CFG_F_VIP_FILTER (1 << 1)
+
+/*
+ * vip_index: every VIP's key and record in an open-addressed array, which
+ * the program reads without hashing a key the way a hash map does (a
+ * `vips` lookup cost ~35 ns of every VIP packet, the largest single part).
+ * Two halves of LETHE_VIP_SLOTS entries; vip_index_ctl.active says which
+ * one is live. The control plane writes the whole index into the other
+ * half (after a grace period: no packet still reads it), then flips
+ * `active` with one aligned store: a packet sees the old index or the new
+ * one, never a mix, and with it every VIP record, which lives in the entry.
+ * A key sits at most LETHE_VIP_PROBES entries after its home entry
+ * (vip_slot in hash.h, under the half's seed); when the control plane
+ * cannot place every key so, it sets LETHE_VIP_HALF_F_OVERFLOW and a
+ * packet no entry matches is looked up in `vips`, which holds every VIP
+ * (and is what a restarted control plane adopts).
+ */
+#define LETHE_VIP_SLOT_BITS 12
+#define LETHE_VIP_SLOTS (1 << LETHE_VIP_SLOT_BITS)
+#define LETHE_VIP_PROBES 8
+#define LETHE_VIP_HALF_F_OVERFLOW (1 << 0)
+
+struct lethe_vip_entry {
+	struct lethe_vip_key key; /* family 0: empty, and the end of a probe */
+	__u32 _pad;
+	struct lethe_vip vip;
+};
+
+struct lethe_vip_half {
+	__u32 seed;  /* of vip_slot */
+	__u32 flags; /* LETHE_VIP_HALF_F_* */
+};
+
+struct lethe_vip_index_ctl {
+	__u32 active; /* the live half: entries [active * LETHE_VIP_SLOTS, ...) */
+	__u32 _pad;
+	struct lethe_vip_half half[2];
+};
 
 /* addr_filter: two bitmaps of LETHE_FILTER_BITS bits (u64 words), one bit
  * per address hash (addr_bit in hash.h): the VIP addresses (looked up by
@@ -282,6 +315,9 @@ struct lethe_abi_enums {
 
 _Static_assert(sizeof(struct lethe_vip_key) == 20, "lethe_vip_key size");
 _Static_assert(sizeof(struct lethe_vip) == 24, "lethe_vip size");
+_Static_assert(sizeof(struct lethe_vip_entry) == 48, "lethe_vip_entry size: an 8-byte multiple, the mmap stride");
+_Static_assert(__builtin_offsetof(struct lethe_vip_entry, vip) == 24, "lethe_vip_entry vip offset");
+_Static_assert(sizeof(struct lethe_vip_index_ctl) == 24, "lethe_vip_index_ctl size");
 _Static_assert(sizeof(struct lethe_backend) == 24, "lethe_backend size");
 _Static_assert(sizeof(struct lethe_backend_src) == 16, "lethe_backend_src size");
 _Static_assert(sizeof(struct lethe_config) == 16, "lethe_config size");

@@ -58,13 +58,14 @@ static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
 	return (addr_fold(a, family) * 0x9E3779B1U) >> 16;
 }
 
-/* The bit of a VIP (address, port as in the header, protocol) in
- * vip_filter. Rust twin: flow_hash::vip_bit. */
-static __always_inline __u32 vip_bit(const __u32 *a, __u8 family, __be16 port, __u8 proto)
+/* The home entry of a VIP key (address, port as in the header, protocol)
+ * in a vip_index half under `seed`. Rust twin: flow_hash::vip_slot. */
+static __always_inline __u32 vip_slot(const __u32 *a, __u8 family, __be16 port, __u8 proto,
+				      __u32 seed)
 {
-	__u32 x = addr_fold(a, family) ^ (((__u32)port << 16) | ((__u32)proto << 8));
+	__u32 x = addr_fold(a, family) ^ (((__u32)port << 16) | ((__u32)proto << 8) | family);
 
-	return (x * 0x9E3779B1U) >> 16;
+	return ((x ^ (seed * LH_PRIME2)) * 0x9E3779B1U) >> (32 - LETHE_VIP_SLOT_BITS);
 }
 
 static __always_inline __u32 flow_hash(const struct packet *p, __u32 seed, int sticky)

@@ -43,39 +43,69 @@ static __always_inline int addr_maybe(__u32 base, const __u32 *a, __u8 family)
 	return w && ((*w >> (bit & 63)) & 1);
 }
 
-/* Whether vip_filter may hold (dst, port, proto); false proves no VIP is. */
-static __always_inline int vip_maybe(const struct packet *p, __be16 port)
+/* The record of VIP (dst, port, proto) in vip_index's half at `base`:
+ * from the key's home entry on, until the key or an empty entry. */
+static __always_inline const struct lethe_vip *index_lookup(const struct packet *p, __be16 port,
+							    __u32 base, __u32 seed)
 {
-	__u32 bit = vip_bit(p->dst, p->family, port, p->proto);
-	__u32 word = bit >> 6;
-	const __u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+	/* The key's last 4 bytes (port, proto, family) as one loaded word. */
+	__u32 tail = (__u32)port | ((__u32)p->proto << 16) | ((__u32)p->family << 24);
+	__u32 home = vip_slot(p->dst, p->family, port, p->proto, seed);
 
-	return w && ((*w >> (bit & 63)) & 1);
+#pragma unroll
+	for (int i = 0; i < LETHE_VIP_PROBES; i++) {
+		__u32 idx = base + ((home + i) & (LETHE_VIP_SLOTS - 1));
+		const struct lethe_vip_entry *e = bpf_map_lookup_elem(&vip_index, &idx);
+		const __u32 *k;
+
+		if (!e)
+			return NULL;
+		k = (const __u32 *)&e->key;
+		if (!((k[0] ^ p->dst[0]) | (k[1] ^ p->dst[1]) | (k[2] ^ p->dst[2]) |
+		      (k[3] ^ p->dst[3]) | (k[4] ^ tail)))
+			return &e->vip;
+		if (!e->key.family)
+			return NULL;
+	}
+	return NULL;
 }
 
 /* The VIP of (destination, port, protocol), else of (destination, 0,
- * protocol): an all-ports VIP. The filters answer most packets that are
- * no VIP's without hashing a key. */
-static __always_inline const struct lethe_vip *find_vip(const struct packet *p, __u32 cfg_flags)
+ * protocol): an all-ports VIP. addr_filter answers most packets that are
+ * no VIP's with one bit; vip_index the rest, and `vips` the keys the
+ * index could not place (LETHE_VIP_HALF_F_OVERFLOW). */
+static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 {
-	int filtered = cfg_flags & LETHE_CFG_F_VIP_FILTER;
+	const struct lethe_vip_index_ctl *ctl;
 	struct lethe_vip_key key = {};
 	const struct lethe_vip *vip;
+	__u32 zero = 0, active, seed, overflow;
 
 	if (!addr_maybe(LETHE_FILTER_VIP, p->dst, p->family))
 		return NULL;
+	ctl = bpf_map_lookup_elem(&vip_index_ctl, &zero);
+	if (!ctl)
+		return NULL;
+	/* Read once: the half, its seed and its flags belong together. */
+	active = *(volatile const __u32 *)&ctl->active & 1;
+	seed = ctl->half[active].seed;
+	overflow = ctl->half[active].flags & LETHE_VIP_HALF_F_OVERFLOW;
 
-	__builtin_memcpy(key.addr, p->dst, 16);
-	key.proto = p->proto;
-	key.family = p->family;
-	if (!filtered || vip_maybe(p, p->dport)) {
+	vip = index_lookup(p, p->dport, active * LETHE_VIP_SLOTS, seed);
+	if (vip)
+		return vip;
+	if (overflow) {
+		__builtin_memcpy(key.addr, p->dst, 16);
 		key.port = p->dport;
+		key.proto = p->proto;
+		key.family = p->family;
 		vip = bpf_map_lookup_elem(&vips, &key);
 		if (vip)
 			return vip;
 	}
-	if (filtered && !vip_maybe(p, 0))
-		return NULL;
+	vip = index_lookup(p, 0, active * LETHE_VIP_SLOTS, seed);
+	if (vip || !overflow)
+		return vip;
 	key.port = 0;
 	return bpf_map_lookup_elem(&vips, &key);
 }
@@ -157,7 +187,7 @@ int lethe_xdp(struct xdp_md *ctx)
 	if (!cfg)
 		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 
-	vip = find_vip(&p, cfg->flags);
+	vip = find_vip(&p);
 	if (!vip) {
 		if ((cfg->flags & LETHE_CFG_F_NAT) && addr_maybe(LETHE_FILTER_NAT, p.src, p.family))
 			return nat_return_path(ctx, &p);

@@ -13,8 +13,10 @@ struct {
 	__type(value, struct lethe_config);
 } lb_config SEC(".maps");
 
-/* No preallocation: an update then replaces the element under RCU, so a
- * packet sees the whole old VIP record or the whole new one. */
+/* Every VIP by key: what a restarted control plane adopts, and where the
+ * program looks a VIP up that vip_index could not place (see
+ * LETHE_VIP_SLOTS in abi.h). No preallocation: an update then replaces the
+ * element under RCU, so a packet sees the whole old record or the new one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LETHE_MAX_VIPS);
@@ -148,15 +150,33 @@ struct {
 	__type(value, __u64);
 } addr_filter SEC(".maps");
 
-/* See LETHE_CFG_F_VIP_FILTER in abi.h: one bitmap of LETHE_FILTER_BITS
- * bits, a bit per VIP (vip_bit in hash.h). A map of its own, not more
- * words of addr_filter: a pinned map keeps its size across upgrades. */
+/* See LETHE_VIP_SLOTS in abi.h. Written through mmap by the control plane. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, LETHE_FILTER_WORDS);
+	__uint(max_entries, 2 * LETHE_VIP_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u64);
-} vip_filter SEC(".maps");
+	__type(value, struct lethe_vip_entry);
+} vip_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct lethe_vip_index_ctl);
+} vip_index_ctl SEC(".maps");
+
+/* Never read by the program: an update of a map-in-map from user space
+ * returns only once every program that was running has finished
+ * (synchronize_rcu), which is how the control plane waits out packets
+ * that may still read a vip_index half before it rewrites it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct maglev_table);
+} rcu_sync SEC(".maps");
 
 /* Per VIP: packets of the nat return path (backend -> client). */
 struct {

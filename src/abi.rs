@@ -25,8 +25,6 @@ pub const EVENTS_DROPPED: u32 = 1;
 
 /// `lethe_config.flags`: some VIP is nat; look return traffic up.
 pub const CFG_F_NAT: u32 = 1 << 0;
-/// `lethe_config.flags`: vip_filter holds every VIP's bit.
-pub const CFG_F_VIP_FILTER: u32 = 1 << 1;
 /// `lethe_backend.flags`: backend_srcs holds the outer source address.
 pub const BACKEND_F_SRC: u8 = 1 << 0;
 /// addr_filter (see bpf/abi.h): bits per bitmap, words per bitmap, and the
@@ -35,6 +33,13 @@ pub const FILTER_BITS: u32 = 65_536;
 pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 pub const FILTER_VIP: u32 = 0;
 pub const FILTER_NAT: u32 = FILTER_WORDS;
+
+/// vip_index (see bpf/abi.h): entries per half, how far from its home
+/// entry a key may sit, and the half flag that sends misses to `vips`.
+pub const VIP_SLOT_BITS: u32 = 12;
+pub const VIP_SLOTS: u32 = 1 << VIP_SLOT_BITS;
+pub const VIP_PROBES: u32 = 8;
+pub const VIP_HALF_F_OVERFLOW: u32 = 1 << 0;
 
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;

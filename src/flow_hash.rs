@@ -65,12 +65,19 @@ pub fn addr_bit(addr: &IpAddr) -> u32 {
     addr_fold(addr).wrapping_mul(0x9E37_79B1) >> 16
 }
 
-/// The bit of a VIP (address, port, IP protocol number) in vip_filter
-/// (bpf/hash.h vip_bit): the port as the header holds it (network order,
-/// loaded little-endian) and the protocol mixed into the folded address.
-pub fn vip_bit(addr: &IpAddr, port: u16, proto: u8) -> u32 {
+/// The home entry of a VIP key (address, port, IP protocol number) in a
+/// vip_index half under `seed` (bpf/hash.h vip_slot): the port as the
+/// header holds it (network order, loaded little-endian), the protocol and
+/// the ABI family code mixed into the folded address.
+pub fn vip_slot(addr: &IpAddr, port: u16, proto: u8, seed: u32) -> u32 {
     let port = u32::from(u16::from_le_bytes(port.to_be_bytes()));
-    (addr_fold(addr) ^ (port << 16 | u32::from(proto) << 8)).wrapping_mul(0x9E37_79B1) >> 16
+    let family = u32::from(if addr.is_ipv4() {
+        crate::abi::FAMILY_INET
+    } else {
+        crate::abi::FAMILY_INET6
+    });
+    let x = addr_fold(addr) ^ (port << 16 | u32::from(proto) << 8 | family);
+    (x ^ seed.wrapping_mul(PRIME2)).wrapping_mul(0x9E37_79B1) >> (32 - crate::abi::VIP_SLOT_BITS)
 }
 
 /// The flow hash of `key` under `seed`; `sticky` leaves the source port out.

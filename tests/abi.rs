@@ -7,7 +7,8 @@ use std::mem::{offset_of, size_of};
 
 use lethe::abi::{self, Mode, Reason, REASON_COUNT};
 use lethe::dataplane::types::{
-    lethe_backend, lethe_config, lethe_counter, lethe_event, lethe_trace, lethe_vip, lethe_vip_key,
+    lethe_backend, lethe_config, lethe_counter, lethe_event, lethe_trace, lethe_vip,
+    lethe_vip_entry, lethe_vip_index_ctl, lethe_vip_key,
 };
 use libbpf_rs::btf::types::Enum;
 use libbpf_rs::btf::Btf;
@@ -27,6 +28,13 @@ fn struct_layouts_match_the_c_asserts() {
     assert_eq!(offset_of!(lethe_vip, mode), 12);
     assert_eq!(offset_of!(lethe_vip, flags), 13);
     assert_eq!(offset_of!(lethe_vip, event_sample_rate), 16);
+
+    assert_eq!(size_of::<lethe_vip_entry>(), 48);
+    assert_eq!(offset_of!(lethe_vip_entry, key), 0);
+    assert_eq!(offset_of!(lethe_vip_entry, vip), 24);
+    assert_eq!(size_of::<lethe_vip_index_ctl>(), 24);
+    assert_eq!(offset_of!(lethe_vip_index_ctl, active), 0);
+    assert_eq!(offset_of!(lethe_vip_index_ctl, half), 8);
 
     assert_eq!(size_of::<lethe_backend>(), 24);
     assert_eq!(offset_of!(lethe_backend, addr), 0);

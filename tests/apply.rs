@@ -261,3 +261,68 @@ fn table_swaps_are_atomic_under_traffic() {
         );
     });
 }
+
+/// IPv6 VIP addresses whose words cancel in the index hash share one home
+/// entry in vip_index under every seed: past VIP_PROBES of them the index
+/// cannot hold them all and the program finds the rest in `vips`, a
+/// port-specific VIP there still before an all-ports one of the same
+/// address that the index holds.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let dp = Dataplane::load().unwrap();
+        let mut config = Config::default();
+        let n = lethe::abi::VIP_PROBES + 3;
+        let colliding: Vec<IpAddr> = (1..=n)
+            .map(|i| {
+                let k = i.wrapping_mul(0x0101_0101);
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&[0xfd, 0, 0, 0]);
+                o[4..8].copy_from_slice(&k.rotate_right(8).to_le_bytes());
+                o[8..12].copy_from_slice(&k.rotate_right(16).to_le_bytes());
+                IpAddr::from(o)
+            })
+            .collect();
+        let template = fixture_config()
+            .vips
+            .into_iter()
+            .find(|v| v.address.is_ipv6() && v.mode == Mode::Dsr && v.port != 0)
+            .expect("an IPv6 dsr VIP in the fixture config");
+        for (i, a) in colliding.iter().enumerate() {
+            let mut v = template.clone();
+            v.name = format!("c{i}");
+            v.address = *a;
+            v.port = 443;
+            config.vips.push(v);
+        }
+        // The address that sorts last: its port-443 key is one the index
+        // leaves out. Its all-ports VIP has another home.
+        let last = *colliding.iter().max_by_key(|a| match a {
+            IpAddr::V6(v) => v.octets(),
+            IpAddr::V4(_) => unreachable!(),
+        }).unwrap();
+        let mut all = template.clone();
+        all.name = "all-ports".into();
+        all.address = last;
+        all.port = 0;
+        config.vips.push(all);
+        let plan = Plan::new(&config).unwrap();
+        dp.apply(&plan).unwrap();
+
+        let lt0 = topo.ifindex("lt0");
+        let mac = topo.iface_mac("lt0");
+        for a in &colliding {
+            let frame = Flow::tcp("2001:db8:c::1", 4000, &a.to_string(), 443).frame(mac);
+            let t = dp.trace(&frame, lt0).unwrap();
+            let vip = t.vip.expect("a VIP matched");
+            assert_eq!((vip.address, vip.port), (*a, 443));
+            assert_eq!(t.reason, Some(Reason::FwdTx), "{a}");
+        }
+        let frame = Flow::tcp("2001:db8:c::1", 4000, &last.to_string(), 80).frame(mac);
+        let vip = dp.trace(&frame, lt0).unwrap().vip.expect("the all-ports VIP");
+        assert_eq!((vip.address, vip.port), (last, 0));
+        agree(&dp, &topo, &plan, 20);
+    });
+}

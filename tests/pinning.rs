@@ -237,15 +237,16 @@ fn adoption_repairs_what_a_crash_left() {
     }
 }
 
-/// vip_filter is consulted only while lb_config says a control plane wrote
-/// it: a pinned map a daemon from before vip_filter left empty must not
-/// hide a VIP, and a daemon that adopts such maps fills it.
+/// A daemon adopting pins from a build before vip_index (no such map: a
+/// fresh, empty one is created) fills the index from the VIPs it adopts
+/// from `vips`, and rewrites no table; an apply that changes nothing
+/// leaves the live half as it is.
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
-fn vip_filter_is_used_only_once_written() {
+fn vip_index_is_filled_from_adopted_vips() {
     in_new_netns(|| {
         let topo = Topology::create();
-        let pins = PinDir::new("vipfilter");
+        let pins = PinDir::new("vipindex");
         let dir = &pins.0;
         let plan = Plan::new(&fixture_config()).unwrap();
         let dp = Dataplane::load_pinned(dir).unwrap();
@@ -254,32 +255,27 @@ fn vip_filter_is_used_only_once_written() {
         let frame = Flow::tcp("198.51.100.1", 1234, "10.100.0.1", 80).frame(topo.iface_mac("lt0"));
         let reason = |dp: &Dataplane| dp.trace(&frame, lt0).unwrap().reason;
         assert_eq!(reason(&dp), Some(Reason::FwdTx));
-
-        let config = MapHandle::from_pinned_path(dir.join("lb_config")).unwrap();
-        let filter = MapHandle::from_pinned_path(dir.join("vip_filter")).unwrap();
-        let zero = 0u32.to_ne_bytes();
-        let flags = |cfg: &[u8]| u32::from_ne_bytes(cfg[4..8].try_into().unwrap());
-        let cfg = config.lookup(&zero, MapFlags::ANY).unwrap().unwrap();
-        assert_ne!(flags(&cfg) & lethe::abi::CFG_F_VIP_FILTER, 0);
-        for word in 0..lethe::abi::FILTER_WORDS {
-            filter
-                .update(&word.to_ne_bytes(), &0u64.to_ne_bytes(), MapFlags::ANY)
-                .unwrap();
-        }
-        // Flag set, filter empty: the filter is what refuses the VIP.
-        assert_eq!(reason(&dp), Some(Reason::NotVip));
-        // As a daemon from before vip_filter leaves it: flag clear.
-        let mut old = cfg.clone();
-        old[4..8].copy_from_slice(&(flags(&cfg) & !lethe::abi::CFG_F_VIP_FILTER).to_ne_bytes());
-        config.update(&zero, &old, MapFlags::ANY).unwrap();
-        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+        let ctl = || {
+            MapHandle::from_pinned_path(dir.join("vip_index_ctl"))
+                .unwrap()
+                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .unwrap()
+        };
+        let before = ctl();
+        dp.apply(&plan).unwrap();
+        assert_eq!(ctl(), before, "an unchanged plan flipped the index");
         drop(dp);
 
-        // A newer daemon adopts the maps and completes the filter.
+        let tables = table_ids(dir);
+        for name in ["vip_index", "vip_index_ctl", "rcu_sync"] {
+            std::fs::remove_file(dir.join(name)).unwrap();
+        }
         let dp = Dataplane::load_pinned(dir).unwrap();
+        // Adopted, not yet applied: the new program's index is empty.
+        assert_eq!(reason(&dp), Some(Reason::NotVip));
         dp.apply(&plan).unwrap();
-        let cfg = config.lookup(&zero, MapFlags::ANY).unwrap().unwrap();
-        assert_ne!(flags(&cfg) & lethe::abi::CFG_F_VIP_FILTER, 0);
         assert_eq!(reason(&dp), Some(Reason::FwdTx));
+        assert_eq!(table_ids(dir), tables, "a table was rewritten");
     });
 }

@@ -5,11 +5,15 @@
 //!    them, and never rewritten while a published table may name them;
 //! 2. a table is filled unpublished and swapped in with one map update;
 //!    the kernel waits for running programs before that update returns;
-//! 3. a VIP record is written after its table is published, so a new VIP
-//!    never matches without a table; a table of a new size goes into the
-//!    VIP's spare slot and the VIP record flips to it in one update;
-//! 4. ids (VIP, backend) are released only after the update that stopped
-//!    referencing them, and their counters are zeroed when reused.
+//! 3. VIP records are published after their tables, so a new VIP never
+//!    matches without a table: all of them at once, by writing vip_index's
+//!    spare half and flipping it live (`vip_index`); the `vips` map, which
+//!    holds every record too, is updated record by record. A table of a new
+//!    size goes into the VIP's spare table slot and the record flips to it;
+//! 4. ids (VIP, backend) and table slots are released only once no packet
+//!    can reach them: after the update that stopped referencing them, or,
+//!    for what the previous index still names, after the next flip and a
+//!    wait (`Retiring`); counters are zeroed when an id is reused.
 //!
 //! The maps also say whose each id is (backend records carry their VIP id),
 //! so a restarted control plane adopts them as they are (`Installed::adopt`)
@@ -18,11 +22,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::records::{
     self, lethe_backend, lethe_config, lethe_nat_return, lethe_vip, lethe_vip_key, Pod,
 };
+use super::vip_index::{self, VipIndex};
 use super::{table, DataplaneError};
 use crate::abi::{self, MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
 use crate::plan::{Plan, PlannedVip, VipKey};
@@ -30,7 +35,10 @@ use crate::plan::{Plan, PlannedVip, VipKey};
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
-    pub vip_filter: &'a dyn MapCore,
+    pub vip_index: &'a VipIndex,
+    /// An array-of-maps and a table to put in it: see `wait_for_programs`.
+    pub rcu_sync: &'a dyn MapCore,
+    pub sync_table: &'a MapHandle,
     pub backend_srcs: &'a dyn MapCore,
     pub nat_returns: &'a dyn MapCore,
     pub return_stats: &'a dyn MapCore,
@@ -105,18 +113,35 @@ struct InstalledVip {
     backends: HashMap<IpAddr, InstalledBackend>,
 }
 
+/// What waits for the next vip_index flip before it is released: table
+/// slots, backend ids and VIP ids the live index may still lead a packet
+/// to.
+#[derive(Debug, Default)]
+struct Retiring {
+    tables: Vec<u32>,
+    backend_ids: Vec<u32>,
+    vip_ids: Vec<u32>,
+}
+
+/// Returns once every program that was running has finished: the kernel
+/// waits for them (synchronize_rcu) on every update of a map-in-map from
+/// user space.
+fn wait_for_programs(maps: &Maps<'_>) -> Result<(), DataplaneError> {
+    table::publish(maps.rcu_sync, 0, maps.sync_table)
+}
+
 /// What the maps hold, as this process wrote it.
 #[derive(Debug)]
 pub struct Installed {
     config: Option<lethe_config>,
-    /// The filters as written, word by word: addr_filter's two bitmaps,
-    /// then vip_filter's (see `filter_word`).
+    /// addr_filter as written, word by word (its two bitmaps).
     filter: Vec<u64>,
     /// nat_returns entries, by (backend, port, protocol).
     nat: HashMap<VipKey, lethe_nat_return>,
     vips: HashMap<VipKey, InstalledVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
+    retiring: Retiring,
 }
 
 impl Default for Installed {
@@ -128,22 +153,13 @@ impl Default for Installed {
             vips: HashMap::new(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
             backend_ids: IdPool::new("backend", MAX_BACKENDS),
+            retiring: Retiring::default(),
         }
     }
 }
 
-/// Words of the filters: addr_filter's two bitmaps, then vip_filter.
-const FILTER_WORDS_ALL: usize = 3 * abi::FILTER_WORDS as usize;
-
-/// The map, its name and the key of word `i` of the filters.
-fn filter_word<'a>(maps: &Maps<'a>, i: usize) -> (&'a dyn MapCore, &'static str, u32) {
-    let i = i as u32;
-    if i < 2 * abi::FILTER_WORDS {
-        (maps.addr_filter, "addr_filter", i)
-    } else {
-        (maps.vip_filter, "vip_filter", i - 2 * abi::FILTER_WORDS)
-    }
-}
+/// Words of addr_filter: its two bitmaps.
+const FILTER_WORDS_ALL: usize = 2 * abi::FILTER_WORDS as usize;
 
 fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), DataplaneError> {
     let cpus =
@@ -192,10 +208,10 @@ impl Installed {
             ..Default::default()
         };
         for (i, word) in inst.filter.iter_mut().enumerate() {
-            let (map, name, key) = filter_word(maps, i);
-            *word = map
-                .lookup(&key.to_ne_bytes(), MapFlags::ANY)
-                .map_err(|e| DataplaneError::map(name, "lookup", e))?
+            *word = maps
+                .addr_filter
+                .lookup(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map("addr_filter", "lookup", e))?
                 .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes))
                 .unwrap_or(0);
         }
@@ -389,12 +405,17 @@ impl Installed {
             .filter(|k| !wanted.contains(k))
             .copied()
             .collect();
-        for key in gone {
-            self.remove_vip(maps, &key)?;
+        if !gone.is_empty() {
+            for key in gone {
+                self.retire_vip(maps, &key)?;
+            }
+            // Now, so their ids are free for the VIPs added below.
+            self.publish_index(maps)?;
         }
         for planned in &plan.vips {
             resourced += self.upsert_vip(maps, planned, resolve_sources)?;
         }
+        self.publish_index(maps)?;
         for (k, _) in self.nat_wanted(plan) {
             let v = self.nat_record(plan, &k);
             if self.nat.get(&k).map(Pod::as_bytes) != Some(v.as_bytes()) {
@@ -406,13 +427,11 @@ impl Installed {
         }
         let cfg = lethe_config {
             hash_seed: plan.hash_seed,
-            // vip_filter is complete: this apply wrote it above.
-            flags: abi::CFG_F_VIP_FILTER
-                | if plan.nat_returns.is_empty() {
-                    0
-                } else {
-                    abi::CFG_F_NAT
-                },
+            flags: if plan.nat_returns.is_empty() {
+                0
+            } else {
+                abi::CFG_F_NAT
+            },
             gue_port: u16::from_ne_bytes(plan.gue_port.to_be_bytes()),
             ..Default::default()
         };
@@ -426,19 +445,16 @@ impl Installed {
         Ok(resourced)
     }
 
-    /// The filters for `plan`: a bit per VIP address, a bit per nat
-    /// backend address (addr_filter), a bit per VIP (vip_filter).
+    /// addr_filter for `plan`: a bit per VIP address, a bit per nat
+    /// backend address.
     fn filter_for(plan: &Plan) -> Vec<u64> {
-        use crate::flow_hash::{addr_bit, vip_bit};
+        use crate::flow_hash::addr_bit;
         let mut words = vec![0u64; FILTER_WORDS_ALL];
         let mut set = |base: u32, bit: u32| {
             words[(base + bit / 64) as usize] |= 1 << (bit % 64);
         };
-        let tuples = 2 * abi::FILTER_WORDS;
         for v in &plan.vips {
             set(abi::FILTER_VIP, addr_bit(&v.vip.address));
-            let k = v.key();
-            set(tuples, vip_bit(&k.address, k.port, k.protocol.number()));
         }
         for k in plan.nat_returns.keys() {
             set(abi::FILTER_NAT, addr_bit(&k.0));
@@ -446,13 +462,13 @@ impl Installed {
         words
     }
 
-    /// Writes the words of the filters that differ from `words`.
+    /// Writes the words of addr_filter that differ from `words`.
     fn write_filter(&mut self, maps: &Maps<'_>, words: &[u64]) -> Result<(), DataplaneError> {
         for (i, (&want, have)) in words.iter().zip(self.filter.iter_mut()).enumerate() {
             if want != *have {
-                let (map, name, key) = filter_word(maps, i);
-                map.update(&key.to_ne_bytes(), &want.to_ne_bytes(), MapFlags::ANY)
-                    .map_err(|e| DataplaneError::map(name, "update", e))?;
+                maps.addr_filter
+                    .update(&(i as u32).to_ne_bytes(), &want.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|e| DataplaneError::map("addr_filter", "update", e))?;
                 *have = want;
             }
         }
@@ -494,7 +510,9 @@ impl Installed {
         self.vips.get(key).map(|v| v.vip_id)
     }
 
-    fn remove_vip(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
+    /// Takes a VIP out of `vips` and out of the index the next
+    /// `publish_index` writes; its tables and ids retire after that flip.
+    fn retire_vip(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
         let Some(v) = self.vips.get(key) else {
             return Ok(());
         };
@@ -503,15 +521,43 @@ impl Installed {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
             Err(e) => return Err(DataplaneError::map("vips", "delete", e)),
         }
-        // Deleting from the map-in-map waits for running programs.
-        table::remove(maps.tables, v.record.table_id)?;
-        let v = self.vips.remove(key).expect("present above");
-        self.vip_ids.give_back(v.vip_id);
-        release_backends(
-            maps,
-            &mut self.backend_ids,
-            v.backends.values().map(|b| b.id),
-        )
+        let r = &mut self.retiring;
+        r.tables.extend([2 * v.vip_id, 2 * v.vip_id + 1]);
+        r.backend_ids.extend(v.backends.values().map(|b| b.id));
+        r.vip_ids.push(v.vip_id);
+        self.vips.remove(key);
+        Ok(())
+    }
+
+    /// Makes vip_index hold every installed VIP record (writing nothing
+    /// when the live half already does), then releases what retired.
+    fn publish_index(&mut self, maps: &Maps<'_>) -> Result<(), DataplaneError> {
+        let records: Vec<(VipKey, lethe_vip)> =
+            self.vips.iter().map(|(k, v)| (*k, v.record)).collect();
+        maps.vip_index
+            .publish(&vip_index::build(&records), || wait_for_programs(maps))?;
+
+        // Packets still reading the previous half may reach these: each
+        // table removal waits them out before the ids it named go.
+        let live: std::collections::HashSet<u32> =
+            self.vips.values().map(|v| v.record.table_id).collect();
+        while let Some(t) = self.retiring.tables.pop() {
+            if !live.contains(&t) {
+                table::remove(maps.tables, t)?;
+            }
+        }
+        if !self.retiring.vip_ids.is_empty() {
+            // A VIP without a table waited for nothing above; its id may
+            // be reused at once.
+            wait_for_programs(maps)?;
+        }
+        while let Some(id) = self.retiring.backend_ids.pop() {
+            release_backends(maps, &mut self.backend_ids, [id])?;
+        }
+        for id in self.retiring.vip_ids.drain(..) {
+            self.vip_ids.give_back(id);
+        }
+        Ok(())
     }
 
     /// Installs or updates one VIP; returns how many of its backends got a
@@ -632,12 +678,14 @@ impl Installed {
             ..Default::default()
         };
         // A table of a new size goes into the spare slot, and the VIP
-        // record flips to it below: size and table change in one update.
+        // record flips to it with the index: size and table change at once.
         let mut retired_table = None;
         if !is_new && size != v.record.table_size {
             record.table_id ^= 1;
             retired_table = Some(v.record.table_id);
         }
+        // Filled below: a table slot pending retirement is not retired.
+        self.retiring.tables.retain(|&t| t != record.table_id);
         if slots.is_empty() {
             if !v.slots.is_empty() {
                 table::remove(maps.tables, v.record.table_id)?;
@@ -648,7 +696,8 @@ impl Installed {
         }
         v.slots = slots;
 
-        // 3. The VIP record, once its table is in place.
+        // 3. The VIP record, once its table is in place: in `vips` now, in
+        // the index at the next publish_index.
         if is_new || record.as_bytes() != v.record.as_bytes() {
             maps.vips
                 .update(
@@ -659,12 +708,11 @@ impl Installed {
                 .map_err(|e| DataplaneError::map("vips", "update", e))?;
             v.record = record;
         }
-        if let Some(old) = retired_table {
-            table::remove(maps.tables, old)?;
-        }
 
         // 4. Release ids no longer referenced: the table update above has
-        // waited out every packet that could still read them.
+        // waited out every packet that could still read them, unless the
+        // live index still leads to the old table (a new size): then they
+        // retire with it after the next flip.
         let released: Vec<u32> = v
             .backends
             .iter()
@@ -672,7 +720,13 @@ impl Installed {
             .map(|(_, b)| b.id)
             .collect();
         v.backends = next;
-        release_backends(maps, &mut self.backend_ids, released)?;
+        match retired_table {
+            Some(old) => {
+                self.retiring.tables.push(old);
+                self.retiring.backend_ids.extend(released);
+            }
+            None => release_backends(maps, &mut self.backend_ids, released)?,
+        }
         Ok(resourced)
     }
 }

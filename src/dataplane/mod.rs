@@ -7,11 +7,13 @@ mod attach;
 mod bench;
 pub mod decap;
 pub mod events;
+mod mmap;
 mod pass;
 pub mod pin;
 mod records;
 mod skel;
 mod table;
+mod vip_index;
 
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -117,6 +119,10 @@ pub struct TestRun {
 /// lock; packet runs and counter reads need no lock.
 pub struct Dataplane {
     skel: LetheSkel<'static>,
+    /// vip_index and its control word, mapped (written under `installed`).
+    vip_index: vip_index::VipIndex,
+    /// Put into rcu_sync to wait for running programs (apply::Maps).
+    sync_table: libbpf_rs::MapHandle,
     installed: Mutex<Installed>,
 }
 
@@ -176,6 +182,11 @@ impl Dataplane {
         }
         let skel = open.load().map_err(DataplaneError::Load)?;
         let dp = Dataplane {
+            vip_index: vip_index::VipIndex::open(
+                skel.maps.vip_index.as_fd(),
+                skel.maps.vip_index_ctl.as_fd(),
+            )?,
+            sync_table: table::create(&[0])?,
             skel,
             installed: Mutex::new(Installed::default()),
         };
@@ -189,7 +200,9 @@ impl Dataplane {
         apply::Maps {
             config: &self.skel.maps.lb_config,
             addr_filter: &self.skel.maps.addr_filter,
-            vip_filter: &self.skel.maps.vip_filter,
+            vip_index: &self.vip_index,
+            rcu_sync: &self.skel.maps.rcu_sync,
+            sync_table: &self.sync_table,
             backend_srcs: &self.skel.maps.backend_srcs,
             nat_returns: &self.skel.maps.nat_returns,
             return_stats: &self.skel.maps.return_stats,

@@ -9,7 +9,8 @@ use crate::plan::VipKey;
 
 pub use types::{
     lethe_backend, lethe_backend_src, lethe_config, lethe_counter, lethe_nat_return,
-    lethe_nexthop_ctl, lethe_trace, lethe_vip, lethe_vip_key,
+    lethe_nexthop_ctl, lethe_trace, lethe_vip, lethe_vip_entry, lethe_vip_half,
+    lethe_vip_index_ctl, lethe_vip_key,
 };
 
 /// Types whose every byte is initialised data: `repr(C)` structs of
@@ -46,6 +47,9 @@ pub trait Pod: Copy {
 
 impl Pod for lethe_vip_key {}
 impl Pod for lethe_vip {}
+impl Pod for lethe_vip_entry {}
+impl Pod for lethe_vip_half {}
+impl Pod for lethe_vip_index_ctl {}
 impl Pod for lethe_backend {}
 impl Pod for lethe_config {}
 impl Pod for lethe_counter {}

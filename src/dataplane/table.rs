@@ -4,15 +4,14 @@
 //! table or the new one, never a mix.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::ptr::NonNull;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
+use super::mmap::MapMmap;
 use super::DataplaneError;
 
-/// Array elements are 8-byte aligned in the kernel's mmap layout, whatever
-/// the value size (kernel/bpf/arraymap.c: elem_size = round_up(value_size, 8)).
+/// The mmap stride of a 4-byte value (see `mmap::stride`).
 const ELEM_STRIDE: usize = 8;
 
 /// Must equal the template's map_flags in bpf/maps.h (struct maglev_table):
@@ -36,34 +35,15 @@ pub fn create(slots: &[u32]) -> Result<MapHandle, DataplaneError> {
         &opts,
     )
     .map_err(|e| DataplaneError::map("lethe_table", "create", e))?;
-    let len = slots.len() * ELEM_STRIDE;
-    // SAFETY: mapping a fresh fd we own, shared, with a length the kernel
-    // computed for this map; checked for MAP_FAILED below.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            map.as_fd().as_raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(DataplaneError::Os {
-            what: "mmap of a new table",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let base = NonNull::new(base.cast::<u8>()).expect("mmap returned non-null");
+    let mem = MapMmap::new(
+        map.as_fd(),
+        slots.len() * ELEM_STRIDE,
+        true,
+        "mmap of a new table",
+    )?;
     for (i, id) in slots.iter().enumerate() {
-        // SAFETY: i * ELEM_STRIDE + 4 <= len, inside the mapping; the
-        // element is 8-byte aligned so a u32 write is aligned.
-        unsafe { base.as_ptr().add(i * ELEM_STRIDE).cast::<u32>().write(*id) };
+        mem.write(i * ELEM_STRIDE, &id.to_ne_bytes());
     }
-    // SAFETY: unmapping exactly what was mapped above; no reference into it
-    // outlives this call.
-    unsafe { libc::munmap(base.as_ptr().cast(), len) };
     Ok(map)
 }
 
@@ -102,29 +82,11 @@ pub fn read(tables: &dyn MapCore, table_id: u32) -> Result<Option<Vec<u32>>, Dat
     let map =
         MapHandle::from_map_id(id).map_err(|e| DataplaneError::map("lethe_table", "open", e))?;
     let n = map.max_entries() as usize;
-    let len = n * ELEM_STRIDE;
-    // SAFETY: read-only shared mapping of the map's value area; checked below.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            map.as_fd().as_raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(DataplaneError::Os {
-            what: "mmap of a published table",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let slots = (0..n)
-        // SAFETY: inside the mapping and aligned, as in create().
-        .map(|i| unsafe { base.cast::<u8>().add(i * ELEM_STRIDE).cast::<u32>().read() })
+    let mem = MapMmap::new(map.as_fd(), n * ELEM_STRIDE, false, "mmap of a published table")?;
+    let slots = mem
+        .bytes()
+        .chunks_exact(ELEM_STRIDE)
+        .map(|e| u32::from_ne_bytes(e[..4].try_into().expect("4 bytes")))
         .collect();
-    // SAFETY: unmapping what was mapped above.
-    unsafe { libc::munmap(base, len) };
     Ok(Some(slots))
 }
