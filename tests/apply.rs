@@ -299,10 +299,13 @@ fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
         }
         // The address that sorts last: its port-443 key is one the index
         // leaves out. Its all-ports VIP has another home.
-        let last = *colliding.iter().max_by_key(|a| match a {
-            IpAddr::V6(v) => v.octets(),
-            IpAddr::V4(_) => unreachable!(),
-        }).unwrap();
+        let last = *colliding
+            .iter()
+            .max_by_key(|a| match a {
+                IpAddr::V6(v) => v.octets(),
+                IpAddr::V4(_) => unreachable!(),
+            })
+            .unwrap();
         let mut all = template.clone();
         all.name = "all-ports".into();
         all.address = last;
@@ -321,7 +324,11 @@ fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
             assert_eq!(t.reason, Some(Reason::FwdTx), "{a}");
         }
         let frame = Flow::tcp("2001:db8:c::1", 4000, &last.to_string(), 80).frame(mac);
-        let vip = dp.trace(&frame, lt0).unwrap().vip.expect("the all-ports VIP");
+        let vip = dp
+            .trace(&frame, lt0)
+            .unwrap()
+            .vip
+            .expect("the all-ports VIP");
         assert_eq!((vip.address, vip.port), (last, 0));
         agree(&dp, &topo, &plan, 20);
     });

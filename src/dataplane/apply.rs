@@ -467,7 +467,11 @@ impl Installed {
         for (i, (&want, have)) in words.iter().zip(self.filter.iter_mut()).enumerate() {
             if want != *have {
                 maps.addr_filter
-                    .update(&(i as u32).to_ne_bytes(), &want.to_ne_bytes(), MapFlags::ANY)
+                    .update(
+                        &(i as u32).to_ne_bytes(),
+                        &want.to_ne_bytes(),
+                        MapFlags::ANY,
+                    )
                     .map_err(|e| DataplaneError::map("addr_filter", "update", e))?;
                 *have = want;
             }

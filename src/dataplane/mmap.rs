@@ -85,10 +85,19 @@ impl MapMmap {
 
     /// The aligned u32 at `offset`, to load and store atomically.
     pub fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(offset + 4 <= self.len && offset % 4 == 0, "unaligned or out of bounds");
+        assert!(
+            offset + 4 <= self.len && offset % 4 == 0,
+            "unaligned or out of bounds"
+        );
         // SAFETY: in bounds and 4-aligned (the mapping is page-aligned);
         // AtomicU32 has u32's layout; the memory lives as long as self.
-        unsafe { &*self.base.as_ptr().add(offset).cast::<std::sync::atomic::AtomicU32>() }
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU32>()
+        }
     }
 }
 

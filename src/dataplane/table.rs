@@ -82,7 +82,12 @@ pub fn read(tables: &dyn MapCore, table_id: u32) -> Result<Option<Vec<u32>>, Dat
     let map =
         MapHandle::from_map_id(id).map_err(|e| DataplaneError::map("lethe_table", "open", e))?;
     let n = map.max_entries() as usize;
-    let mem = MapMmap::new(map.as_fd(), n * ELEM_STRIDE, false, "mmap of a published table")?;
+    let mem = MapMmap::new(
+        map.as_fd(),
+        n * ELEM_STRIDE,
+        false,
+        "mmap of a published table",
+    )?;
     let slots = mem
         .bytes()
         .chunks_exact(ELEM_STRIDE)

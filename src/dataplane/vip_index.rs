@@ -31,7 +31,11 @@ pub struct Half {
 impl std::fmt::Debug for Half {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let used = self.entries.iter().filter(|e| e.key.family != 0).count();
-        write!(f, "Half {{ seed: {}, flags: {}, entries: {used} used }}", self.seed, self.flags)
+        write!(
+            f,
+            "Half {{ seed: {}, flags: {}, entries: {used} used }}",
+            self.seed, self.flags
+        )
     }
 }
 
@@ -43,7 +47,11 @@ impl PartialEq for Half {
 
 impl Half {
     fn bytes(&self) -> Vec<u8> {
-        self.entries.iter().flat_map(|e| e.as_bytes()).copied().collect()
+        self.entries
+            .iter()
+            .flat_map(|e| e.as_bytes())
+            .copied()
+            .collect()
     }
 
     fn record(&self) -> lethe_vip_half {
@@ -167,7 +175,9 @@ impl VipIndex {
         self.ctl
             .write(Self::half_offset(spare), half.record().as_bytes());
         // Release: the half is complete before a packet can pick it.
-        self.ctl.atomic_u32(0).store(spare as u32, Ordering::Release);
+        self.ctl
+            .atomic_u32(0)
+            .store(spare as u32, Ordering::Release);
         Ok(true)
     }
 }
@@ -284,7 +294,10 @@ mod tests {
         let over = colliding(VIP_PROBES + 3);
         let h = build(&over);
         assert_eq!(h.flags, VIP_HALF_F_OVERFLOW);
-        let placed = over.iter().filter(|(k, _)| distance(&h, k).is_some()).count();
+        let placed = over
+            .iter()
+            .filter(|(k, _)| distance(&h, k).is_some())
+            .count();
         assert_eq!(placed, VIP_PROBES as usize);
     }
 }
