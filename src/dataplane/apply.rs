@@ -541,19 +541,18 @@ impl Installed {
         maps.vip_index
             .publish(&vip_index::build(&records), || wait_for_programs(maps))?;
 
-        // Packets still reading the previous half may reach these: each
-        // table removal waits them out before the ids it named go.
+        // Packets that read the previous half may still reach what
+        // retired: wait them out once, then nothing leads there.
+        let r = &self.retiring;
+        if !(r.tables.is_empty() && r.backend_ids.is_empty() && r.vip_ids.is_empty()) {
+            wait_for_programs(maps)?;
+        }
         let live: std::collections::HashSet<u32> =
             self.vips.values().map(|v| v.record.table_id).collect();
         while let Some(t) = self.retiring.tables.pop() {
             if !live.contains(&t) {
                 table::remove(maps.tables, t)?;
             }
-        }
-        if !self.retiring.vip_ids.is_empty() {
-            // A VIP without a table waited for nothing above; its id may
-            // be reused at once.
-            wait_for_programs(maps)?;
         }
         while let Some(id) = self.retiring.backend_ids.pop() {
             release_backends(maps, &mut self.backend_ids, [id])?;
