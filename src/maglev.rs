@@ -663,11 +663,11 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
     // Wider claims as the table fills (see `claim`), then the free list.
     let tail = tail_len(size);
     let stop = |fill: f64| ((f64::from(size) * (1.0 - fill)) as u32).max(tail);
-    b.walk_rounds(&mut schedule, stop(0.3), claim_first);
-    b.walk_rounds(&mut schedule, stop(0.6), claim::<1>);
-    b.walk_rounds(&mut schedule, stop(0.8), claim::<2>);
-    b.walk_rounds(&mut schedule, stop(0.9), claim::<3>);
-    b.walk_rounds(&mut schedule, stop(0.95), claim::<4>);
+    b.walk_rounds(&mut schedule, stop(0.45), claim_first);
+    b.walk_rounds(&mut schedule, stop(0.7), claim::<1>);
+    b.walk_rounds(&mut schedule, stop(0.85), claim::<2>);
+    b.walk_rounds(&mut schedule, stop(0.92), claim::<3>);
+    b.walk_rounds(&mut schedule, stop(0.96), claim::<4>);
     b.walk_rounds(&mut schedule, stop(0.98), claim::<6>);
     b.walk_rounds(&mut schedule, tail, claim::<8>);
     b.tail_rounds(&mut schedule);
