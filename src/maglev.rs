@@ -202,25 +202,30 @@ fn quotas(weights: &[u32], size: u32) -> Vec<u32> {
 /// The free slots as a bitset (1 = free), 16 KiB for M = 65537 so probes
 /// hit L1. Bit `i + M` mirrors bit `i`: a position `p + k * skip` with both
 /// terms below M is looked up as is, without reducing it modulo M. The word
-/// count is a power of two and indices are masked with it: one `and` where
-/// a bounds check would be a compare and a branch on every probe.
-struct Free {
-    words: Box<[u64; FREE_WORDS]>,
+/// count W is a power of two fixed at compile time and indices are masked
+/// with it: one `and` where a bounds check would be a compare and a branch
+/// on every probe.
+struct Free<const W: usize> {
+    words: Box<[u64; W]>,
     m: u32,
 }
 
-/// Words for 2 * MAX_TABLE_SIZE bits. A fixed length, so masked indices
-/// need no bounds check; only the first 2M / 64 words are ever touched.
-const FREE_WORDS: usize = (2 * MAX_TABLE_SIZE as usize)
+/// Word counts: for 2M bits up to M = 131072 (32 KiB), and up to
+/// MAX_TABLE_SIZE (256 KiB). Not one size for all: with two blocks of
+/// 256 KiB (this and the slots) freed after every build, glibc can give the
+/// heap top back to the kernel and the next build pays ~130 page faults
+/// (seen in a loop of builds alone: 0.74 -> 0.60 ms, M = 65537, N = 100).
+const SMALL_WORDS: usize = 1 << 12;
+const LARGE_WORDS: usize = (2 * MAX_TABLE_SIZE as usize)
     .div_ceil(64)
     .next_power_of_two();
 
-impl Free {
+impl<const W: usize> Free<W> {
     fn new(m: u32) -> Self {
-        let mut words: Box<[u64; FREE_WORDS]> = vec![0u64; FREE_WORDS]
+        let mut words: Box<[u64; W]> = vec![0u64; W]
             .into_boxed_slice()
             .try_into()
-            .expect("FREE_WORDS long");
+            .expect("W words");
         let bits = 2 * m as usize;
         words[..bits / 64].fill(u64::MAX);
         words[bits / 64] = (1 << (bits % 64)) - 1;
@@ -230,7 +235,7 @@ impl Free {
     /// Marks `slot` (< M) taken.
     #[inline(always)]
     fn take(&mut self, slot: u32) {
-        let mask = FREE_WORDS - 1;
+        let mask = W - 1;
         let hi = slot + self.m;
         self.words[(slot as usize / 64) & mask] &= !(1 << (slot % 64));
         self.words[(hi as usize / 64) & mask] &= !(1 << (hi % 64));
@@ -274,9 +279,16 @@ fn add_mod(a: u32, b: u32, m: u32) -> u32 {
 /// costs a few instructions each. So G follows the fill (see `build`): as
 /// slots fill, wider steps keep "found in the first step" likely.
 #[inline(always)]
-fn claim<const G: usize>(free: &mut Free, pos: u32, steps: &[u32; 4], m: u32) -> u32 {
+fn claim<const G: usize, const W: usize>(
+    free: &mut Free<W>,
+    pos: u32,
+    steps: &[u32; 4],
+    m: u32,
+) -> u32 {
+    // One bit per position in `found`.
+    const { assert!(G >= 1 && G <= 8) };
     let words = &*free.words;
-    let wmask = FREE_WORDS - 1;
+    let wmask = W - 1;
     let lane = [0, steps[0], steps[1], steps[2]];
     let mut p = pos;
     loop {
@@ -306,16 +318,17 @@ fn claim<const G: usize>(free: &mut Free, pos: u32, steps: &[u32; 4], m: u32) ->
     }
 }
 
-/// The same claim, for the start of a build where the first position is
-/// nearly always free: one probe and a well-predicted branch.
+/// The same claim, for the first half or so of a build, while most positions
+/// are free: one probe and a branch that mispredicts now and then costs
+/// less than looking at four (measured: up to ~45 % fill).
 #[inline(always)]
-fn claim_first(free: &mut Free, pos: u32, steps: &[u32; 4], m: u32) -> u32 {
-    let word = free.words[(pos as usize / 64) & (FREE_WORDS - 1)];
+fn claim_first<const W: usize>(free: &mut Free<W>, pos: u32, steps: &[u32; 4], m: u32) -> u32 {
+    let word = free.words[(pos as usize / 64) & (W - 1)];
     if (word >> (pos % 64)) & 1 == 1 {
         free.take(pos);
         return pos;
     }
-    claim::<1>(free, add_mod(pos, steps[0], m), steps, m)
+    claim::<1, W>(free, add_mod(pos, steps[0], m), steps, m)
 }
 
 /// A backend's walk along its permutation `offset + j * skip (mod M)`.
@@ -475,15 +488,15 @@ impl Schedule {
 }
 
 /// The table being built.
-struct Table {
+struct Table<const W: usize> {
     m: u32,
     walks: Vec<Walk>,
-    free: Free,
+    free: Free<W>,
     slots: Vec<u32>,
     remaining: u32,
 }
 
-impl Table {
+impl<const W: usize> Table<W> {
     /// Claims in schedule order until `stop` slots remain. How a claim is
     /// made does not change what it takes, so the phases (`claim` width,
     /// then `tail_rounds`) may switch anywhere, even within a round.
@@ -491,7 +504,7 @@ impl Table {
         &mut self,
         schedule: &mut Schedule,
         stop: u32,
-        mut claim: impl FnMut(&mut Free, u32, &[u32; 4], u32) -> u32,
+        mut claim: impl FnMut(&mut Free<W>, u32, &[u32; 4], u32) -> u32,
     ) {
         let m = self.m;
         let walks = &mut self.walks[..];
@@ -569,7 +582,8 @@ fn inverse_mod(a: u32, m: u32) -> u64 {
 
 /// Below this many free slots, claims pick among the free slots directly
 /// (`Table::tail_rounds`) instead of walking: about where walking past
-/// M / free taken slots costs more than looking at every free one.
+/// M / free taken slots costs more than looking at every free one
+/// (measured: 1.5 sqrt(M) no better, 2-3 sqrt(M) slower).
 fn tail_len(m: u32) -> u32 {
     (f64::from(m).sqrt() as u32).max(16)
 }
@@ -653,28 +667,38 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
         per_period,
         accounts,
     };
-    let mut b = Table {
+    let slots = if 2 * size as usize <= 64 * SMALL_WORDS {
+        fill::<SMALL_WORDS>(walks, &mut schedule, size)
+    } else {
+        fill::<LARGE_WORDS>(walks, &mut schedule, size)
+    };
+    Ok(MaglevTable {
+        backends: addresses,
+        slots,
+    })
+}
+
+/// Claims every slot in schedule order: wider claims as the table fills
+/// (see `claim`), then the free list.
+fn fill<const W: usize>(walks: Vec<Walk>, schedule: &mut Schedule, size: u32) -> Vec<u32> {
+    let mut b = Table::<W> {
         m: size,
         walks,
         free: Free::new(size),
         slots: vec![EMPTY; size as usize],
         remaining: size,
     };
-    // Wider claims as the table fills (see `claim`), then the free list.
     let tail = tail_len(size);
     let stop = |fill: f64| ((f64::from(size) * (1.0 - fill)) as u32).max(tail);
-    b.walk_rounds(&mut schedule, stop(0.45), claim_first);
-    b.walk_rounds(&mut schedule, stop(0.7), claim::<1>);
-    b.walk_rounds(&mut schedule, stop(0.85), claim::<2>);
-    b.walk_rounds(&mut schedule, stop(0.92), claim::<3>);
-    b.walk_rounds(&mut schedule, stop(0.96), claim::<4>);
-    b.walk_rounds(&mut schedule, stop(0.98), claim::<6>);
-    b.walk_rounds(&mut schedule, tail, claim::<8>);
-    b.tail_rounds(&mut schedule);
-    Ok(MaglevTable {
-        backends: addresses,
-        slots: b.slots,
-    })
+    b.walk_rounds(schedule, stop(0.45), claim_first);
+    b.walk_rounds(schedule, stop(0.7), claim::<1, W>);
+    b.walk_rounds(schedule, stop(0.85), claim::<2, W>);
+    b.walk_rounds(schedule, stop(0.92), claim::<3, W>);
+    b.walk_rounds(schedule, stop(0.96), claim::<4, W>);
+    b.walk_rounds(schedule, stop(0.98), claim::<6, W>);
+    b.walk_rounds(schedule, tail, claim::<8, W>);
+    b.tail_rounds(schedule);
+    b.slots
 }
 
 #[cfg(test)]
