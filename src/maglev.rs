@@ -786,7 +786,7 @@ mod tests {
         sorted.sort_by_key(|b| b.address);
         sorted.retain(|b| b.weight > 0);
         let weights: Vec<u32> = sorted.iter().map(|b| b.weight).collect();
-        let mut left = quotas(&weights, size);
+        let mut left = reference_quotas(&weights, size);
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         let pace = (total / weights.len() as u64).max(1);
         let m = u64::from(size);
@@ -819,6 +819,49 @@ mod tests {
             }
         }
         slots
+    }
+
+    /// Quotas as first written: 128-bit shares, the remainder by a full
+    /// sort.
+    fn reference_quotas(weights: &[u32], size: u32) -> Vec<u32> {
+        let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+        let mut quota: Vec<u32> = weights
+            .iter()
+            .map(|&w| (u128::from(size) * u128::from(w) / total) as u32)
+            .collect();
+        let assigned: u64 = quota.iter().map(|&q| u64::from(q)).sum();
+        let left = (u64::from(size) - assigned) as usize;
+        let mut order: Vec<usize> = (0..weights.len()).collect();
+        order.sort_by(|&a, &b| {
+            let lhs = (u64::from(quota[a]) + 1) * u64::from(weights[b]);
+            let rhs = (u64::from(quota[b]) + 1) * u64::from(weights[a]);
+            lhs.cmp(&rhs).then(a.cmp(&b))
+        });
+        for &i in order.iter().take(left) {
+            quota[i] += 1;
+        }
+        quota
+    }
+
+    #[test]
+    fn quotas_are_the_reference_quotas() {
+        let cases: Vec<(Vec<u32>, u32)> = vec![
+            (vec![1; 100], 65_537),
+            ((0..1000).map(weight_of).collect(), 65_537),
+            ((0..3).map(|i| u32::MAX - i).collect(), MAX_TABLE_SIZE),
+            ((0..997).map(|i| (i * 7919) % 65_535 + 1).collect(), 7_919),
+            ((0..5000).map(|i| 1 + i % 3).collect(), 655_373),
+            (vec![7; 13], 13),
+            (vec![1, 4, 4, 4], 13),
+        ];
+        for (weights, size) in cases {
+            assert_eq!(
+                quotas(&weights, size),
+                reference_quotas(&weights, size),
+                "n={} size={size}",
+                weights.len()
+            );
+        }
     }
 
     #[test]
