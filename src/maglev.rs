@@ -176,182 +176,430 @@ fn identity_hash(addr: &IpAddr) -> u64 {
 /// Slots per backend: floor shares, then the rounding remainder to the
 /// backends that overshoot least. `weights` are non-zero.
 fn quotas(weights: &[u32], size: u32) -> Vec<u32> {
-    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    // size * w < 2^20 * 2^32 and total < 2^20 * 2^32: u64 is exact, and
+    // spares a 128-bit division per backend.
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     let mut quota: Vec<u32> = weights
         .iter()
-        .map(|&w| (u128::from(size) * u128::from(w) / total) as u32)
+        .map(|&w| (u64::from(size) * u64::from(w) / total) as u32)
         .collect();
     let assigned: u64 = quota.iter().map(|&q| u64::from(q)).sum();
     let left = (u64::from(size) - assigned) as usize;
     if left > 0 {
         // Order by (quota + 1) / weight, compared exactly; ties by position
-        // (address order), so the result does not depend on the sort.
+        // (address order): a strict order, so the `left` first are one set
+        // however they are found. Selecting them is linear; sorting all
+        // took ~20 us of a build with 1000 backends.
         let mut order: Vec<usize> = (0..weights.len()).collect();
-        order.sort_by(|&a, &b| {
+        order.select_nth_unstable_by(left - 1, |&a, &b| {
             let lhs = (u64::from(quota[a]) + 1) * u64::from(weights[b]);
             let rhs = (u64::from(quota[b]) + 1) * u64::from(weights[a]);
             lhs.cmp(&rhs).then(a.cmp(&b))
         });
-        for &i in order.iter().take(left) {
+        for &i in &order[..left] {
             quota[i] += 1;
         }
     }
     quota
 }
 
-/// A bitset of filled slots: 8 KiB for M = 65537, so probes hit L1.
-struct Filled(Vec<u64>);
+/// The free slots as a bitset (1 = free), 16 KiB for M = 65537 so probes
+/// hit L1. Bit `i + M` mirrors bit `i`: a position `p + k * skip` with both
+/// terms below M is looked up as is, without reducing it modulo M. The word
+/// count W is a power of two fixed at compile time and indices are masked
+/// with it: one `and` where a bounds check would be a compare and a branch
+/// on every probe.
+struct Free<const W: usize> {
+    words: Box<[u64; W]>,
+    m: u32,
+}
 
-impl Filled {
-    fn new(size: u32) -> Self {
-        Filled(vec![0; (size as usize).div_ceil(64)])
+/// Word counts: for 2M bits up to M = 131072 (32 KiB), and up to
+/// MAX_TABLE_SIZE (256 KiB). Not one size for all: with two blocks of
+/// 256 KiB (this and the slots) freed after every build, glibc can give the
+/// heap top back to the kernel and the next build pays ~130 page faults
+/// (seen in a loop of builds alone: 0.74 -> 0.60 ms, M = 65537, N = 100).
+const SMALL_WORDS: usize = 1 << 12;
+const LARGE_WORDS: usize = (2 * MAX_TABLE_SIZE as usize)
+    .div_ceil(64)
+    .next_power_of_two();
+
+impl<const W: usize> Free<W> {
+    fn new(m: u32) -> Self {
+        let mut words: Box<[u64; W]> = vec![0u64; W]
+            .into_boxed_slice()
+            .try_into()
+            .expect("W words");
+        let bits = 2 * m as usize;
+        words[..bits / 64].fill(u64::MAX);
+        words[bits / 64] = (1 << (bits % 64)) - 1;
+        Free { words, m }
     }
+
+    /// Marks `slot` (< M) taken.
     #[inline(always)]
-    fn is_free(&self, i: u32) -> u32 {
-        // i < size, so i / 64 < len.
-        ((!self.0[(i / 64) as usize] >> (i % 64)) & 1) as u32
+    fn take(&mut self, slot: u32) {
+        let mask = W - 1;
+        let hi = slot + self.m;
+        self.words[(slot as usize / 64) & mask] &= !(1 << (slot % 64));
+        self.words[(hi as usize / 64) & mask] &= !(1 << (hi % 64));
     }
-    #[inline(always)]
-    fn fill(&mut self, i: u32) {
-        self.0[(i / 64) as usize] |= 1 << (i % 64);
+
+    /// The free slots, in order.
+    fn slots(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (w, &word) in self.words.iter().enumerate() {
+            let mut free = word;
+            while free != 0 {
+                let slot = (w * 64) as u32 + free.trailing_zeros();
+                if slot >= self.m {
+                    return out;
+                }
+                out.push(slot);
+                free &= free - 1;
+            }
+        }
+        out
     }
 }
 
-/// `a + b mod m` for `a, b < m <= 2^31`.
+/// `a + b mod m` for `a + b < 2m <= 2^31`. With a mask, not a comparison:
+/// LLVM may turn a select here into a branch, which mispredicts half the
+/// time.
 #[inline(always)]
 fn add_mod(a: u32, b: u32, m: u32) -> u32 {
-    let c = a + b;
-    if c >= m {
-        c - m
-    } else {
-        c
+    let c = a.wrapping_add(b).wrapping_sub(m);
+    c.wrapping_add(m & ((c as i32 >> 31) as u32))
+}
+
+/// Takes the first free slot along a permutation from `pos` on (`steps[k]`
+/// = (k + 1) * skip mod M), marks it taken and returns it. There is one:
+/// the caller only asks while slots remain, and M is prime, so the walk
+/// visits every slot.
+///
+/// A step looks at `4 * G` positions at once: independent loads, then one
+/// branch, taken on the first free one. One branch per position would
+/// mispredict whenever a claim ends; looking at more positions than needed
+/// costs a few instructions each. So G follows the fill (see `build`): as
+/// slots fill, wider steps keep "found in the first step" likely.
+#[inline(always)]
+fn claim<const G: usize, const W: usize>(
+    free: &mut Free<W>,
+    pos: u32,
+    steps: &[u32; 4],
+    m: u32,
+) -> u32 {
+    // One bit per position in `found`.
+    const { assert!(G >= 1 && G <= 8) };
+    let words = &*free.words;
+    let wmask = W - 1;
+    let lane = [0, steps[0], steps[1], steps[2]];
+    let mut p = pos;
+    loop {
+        // Group g looks at base[g] + lane[j], below 2M: the mirror bits.
+        let mut base = [0u32; G];
+        for b in base.iter_mut() {
+            *b = p;
+            p = add_mod(p, steps[3], m);
+        }
+        // Bit 4g + j of `found`: whether base[g] + lane[j] is free.
+        let mut found = 0u32;
+        for g in (0..G).rev() {
+            for j in (0..4).rev() {
+                let q = base[g] + lane[j];
+                let word = words[(q as usize / 64) & wmask];
+                found = found << 1 | ((word >> (q % 64)) & 1) as u32;
+            }
+        }
+        if found != 0 {
+            let k = found.trailing_zeros() as usize;
+            // k < 4G; `% G` spares a bounds check.
+            let q = base[(k / 4) % G] + lane[k % 4];
+            let slot = add_mod(q, 0, m);
+            free.take(slot);
+            return slot;
+        }
     }
 }
 
-/// How many positions of a permutation one probe step looks at. Most of a
-/// build is the tail, where nearly every slot is taken: looking at several
-/// positions per step (independent loads, one branch) instead of one
-/// (a load, then a branch that mispredicts whenever it finds a slot) is
-/// what makes a build fast. The slot taken is the same: the first free one
-/// along the permutation.
-const LANES: usize = 4;
+/// The same claim, for the first half or so of a build, while most positions
+/// are free: one probe and a branch that mispredicts now and then costs
+/// less than looking at four (measured: up to ~45 % fill).
+#[inline(always)]
+fn claim_first<const W: usize>(free: &mut Free<W>, pos: u32, steps: &[u32; 4], m: u32) -> u32 {
+    let word = free.words[(pos as usize / 64) & (W - 1)];
+    if (word >> (pos % 64)) & 1 == 1 {
+        free.take(pos);
+        return pos;
+    }
+    claim::<1, W>(free, add_mod(pos, steps[0], m), steps, m)
+}
 
 /// A backend's walk along its permutation `offset + j * skip (mod M)`.
+#[derive(Clone, Copy)]
 struct Walk {
+    /// Next position to look at.
     pos: u32,
-    /// `k * skip mod M` for k = 0..=LANES.
-    steps: [u32; LANES + 1],
+    /// `(k + 1) * skip mod M` for k = 0..4.
+    steps: [u32; 4],
 }
 
-impl Walk {
-    fn new(offset: u32, skip: u32, m: u32) -> Walk {
-        let mut steps = [0u32; LANES + 1];
-        for k in 1..=LANES {
-            steps[k] = add_mod(steps[k - 1], skip, m);
-        }
-        Walk { pos: offset, steps }
-    }
+/// A backend's standing in the rounds.
+#[derive(Clone, Copy)]
+struct Account {
+    credit: u64,
+    /// `weight / pace` and `weight % pace`.
+    whole: u64,
+    part: u64,
+    /// Slots still to claim.
+    left: u32,
+}
 
-    /// Takes the first free slot from the current position on, marks it
-    /// filled, moves past it and returns it. There is a free slot: the
-    /// caller only asks while slots remain, and M is prime, so the walk
-    /// visits every slot.
-    #[inline(always)]
-    fn claim(&mut self, filled: &mut Filled, m: u32) -> u32 {
-        let mut p = self.pos;
-        // Early in a build the next position is nearly always free.
-        if filled.is_free(p) == 1 {
-            filled.fill(p);
-            self.pos = add_mod(p, self.steps[1], m);
-            return p;
+/// Who claims, in what order. The order depends only on the weights and
+/// quotas, never on the table, so each round's claimers are listed first
+/// (`next_round`, branch-free) and then claim in that order: two tight
+/// loops instead of one that interleaves credit bookkeeping with probing.
+struct Schedule {
+    pace: u64,
+    accounts: Vec<Account>,
+    /// Whether every backend claims at most 4 slots a round.
+    narrow: bool,
+    /// Backends with slots left to claim, in order: the others take no turn.
+    active: Vec<u32>,
+    /// The current round's claimers, in order (a backend once per claim),
+    /// `len` of them, handed out up to `next`; while `in_period`, they are
+    /// `period` instead. Room for every backend's most claims in a round
+    /// (`whole + 1`), plus 4 for the narrow writes.
+    round: Vec<u32>,
+    len: usize,
+    next: usize,
+    in_period: bool,
+    /// Credits repeat: after P rounds, P * weight / pace claims each, every
+    /// credit is back to 0. While every backend has that many slots left,
+    /// the next P rounds are the first P again, listed once here and
+    /// replayed `periods` more times, with no bookkeeping per backend.
+    /// With equal weights P is 1: all backends, once each.
+    period: Vec<u32>,
+    periods: u32,
+    /// Per backend, claims per period.
+    per_period: Vec<u32>,
+    periods_total: u32,
+}
+
+/// The claims of one period in order, each backend's count of them, and how
+/// many times the period runs before some backend's quota would cut it
+/// short; None when a period is too long to be worth listing.
+fn period(weights: &[u32], pace: u64, left: &[u32]) -> Option<(Vec<u32>, Vec<u32>, u32)> {
+    let mut g = pace;
+    for &w in weights {
+        let (mut a, mut b) = (g, u64::from(w));
+        while b != 0 {
+            (a, b) = (b, a % b);
         }
-        p = add_mod(p, self.steps[1], m);
-        loop {
-            let at: [u32; LANES] = std::array::from_fn(|k| add_mod(p, self.steps[k], m));
-            let free = at
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (k, &q)| acc | filled.is_free(q) << k);
-            if free != 0 {
-                let slot = at[free.trailing_zeros() as usize];
-                filled.fill(slot);
-                self.pos = add_mod(slot, self.steps[1], m);
-                return slot;
+        g = a;
+    }
+    let rounds = pace / g;
+    let claims: Vec<u64> = weights
+        .iter()
+        .map(|&w| u64::from(w) * rounds / pace)
+        .collect();
+    let len: u64 = claims.iter().sum();
+    if rounds > 64 || len > 4 * weights.len() as u64 + 64 {
+        return None;
+    }
+    let periods = claims
+        .iter()
+        .zip(left)
+        .map(|(&c, &l)| u64::from(l) / c)
+        .min()
+        .unwrap_or(0) as u32;
+    let mut list = Vec::with_capacity(len as usize);
+    let mut credit = vec![0u64; weights.len()];
+    for _ in 0..rounds {
+        for (i, (&w, c)) in weights.iter().zip(credit.iter_mut()).enumerate() {
+            *c += u64::from(w);
+            while *c >= pace {
+                *c -= pace;
+                list.push(i as u32);
             }
-            p = add_mod(p, self.steps[LANES], m);
+        }
+    }
+    Some((list, claims.iter().map(|&c| c as u32).collect(), periods))
+}
+
+impl Schedule {
+    /// The next claimers in order, at most `max` (none if a round claims
+    /// nothing).
+    fn claimers(&mut self, max: usize) -> &[u32] {
+        if self.next == self.len {
+            self.next_round();
+        }
+        let start = self.next;
+        self.next = self.len.min(start + max);
+        if self.in_period {
+            &self.period[start..self.next]
+        } else {
+            &self.round[start..self.next]
         }
     }
 
-    /// The same claim when only the few slots in `free` are left: the first
-    /// of them along the walk is the one at the fewest steps from the
+    /// Lists the next round's claims: each backend in order earns its
+    /// weight in credit and claims while it has `pace` of credit and slots
+    /// left to claim. Or the next period, while periods repeat.
+    fn next_round(&mut self) {
+        self.next = 0;
+        self.in_period = self.periods > 0;
+        if self.in_period {
+            self.periods -= 1;
+            if self.periods == 0 {
+                // The last replay: settle what all of them claimed.
+                let reps = self.periods_total;
+                for (a, &c) in self.accounts.iter_mut().zip(&self.per_period) {
+                    a.left -= c * reps;
+                }
+                self.active.retain(|&i| self.accounts[i as usize].left > 0);
+            }
+            self.len = self.period.len();
+            return;
+        }
+        let pace = self.pace;
+        let accounts = &mut self.accounts[..];
+        let round = &mut self.round[..];
+        let mut n = 0;
+        let mut kept = 0;
+        for a in 0..self.active.len() {
+            let i = self.active[a];
+            let acc = &mut accounts[i as usize];
+            // credit < pace before and part < pace: at most one extra claim.
+            let credit = acc.credit + acc.part;
+            let extra = u64::from(credit >= pace);
+            acc.credit = credit - extra * pace;
+            let claims = (acc.whole + extra).min(u64::from(acc.left)) as usize;
+            acc.left -= claims as u32;
+            if self.narrow {
+                // Write 4, keep `claims`: no branch on the count.
+                round[n..n + 4].copy_from_slice(&[i; 4]);
+            } else {
+                round[n..n + claims].fill(i);
+            }
+            n += claims;
+            self.active[kept] = i;
+            kept += usize::from(acc.left > 0);
+        }
+        self.active.truncate(kept);
+        self.len = n;
+    }
+}
+
+/// The table being built.
+struct Table<const W: usize> {
+    m: u32,
+    walks: Vec<Walk>,
+    free: Free<W>,
+    slots: Vec<u32>,
+    remaining: u32,
+}
+
+impl<const W: usize> Table<W> {
+    /// Claims in schedule order until `stop` slots remain. How a claim is
+    /// made does not change what it takes, so the phases (`claim` width,
+    /// then `tail_rounds`) may switch anywhere, even within a round.
+    fn walk_rounds(
+        &mut self,
+        schedule: &mut Schedule,
+        stop: u32,
+        mut claim: impl FnMut(&mut Free<W>, u32, &[u32; 4], u32) -> u32,
+    ) {
+        let m = self.m;
+        let walks = &mut self.walks[..];
+        let slots = &mut self.slots[..];
+        while self.remaining > stop {
+            let batch = schedule.claimers((self.remaining - stop) as usize);
+            self.remaining -= batch.len() as u32;
+            for &i in batch {
+                let walk = &mut walks[i as usize];
+                let slot = claim(&mut self.free, walk.pos, &walk.steps, m);
+                walk.pos = add_mod(slot, walk.steps[0], m);
+                slots[slot as usize] = i;
+            }
+        }
+    }
+
+    /// The last rounds, when only the few slots in `free` are left: the
+    /// first of them along a walk is the one at the fewest steps from the
     /// current position, `(slot - pos) * skip^-1 mod M`, computed directly
     /// instead of walking past ~M / free.len() taken slots.
-    fn claim_from(&mut self, free: &mut Vec<u32>, inverse: u64, m: &Modulus) -> u32 {
-        let pos = u64::from(self.pos);
-        let mut best = (u64::MAX, 0usize);
-        for (k, &f) in free.iter().enumerate() {
-            let steps = m.reduce((u64::from(f) + m.m - pos) * inverse);
-            if steps < best.0 {
-                best = (steps, k);
+    fn tail_rounds(&mut self, schedule: &mut Schedule) {
+        let m = self.m;
+        let mut free = self.free.slots();
+        // Per backend: skip^-1 mod M and floor(2^32 * skip^-1 / M), for
+        // Shoup's multiplication modulo M: no division, no 128-bit product.
+        // Computed on a backend's first claim here (0: not yet).
+        let mut inverse = vec![(0u32, 0u32); self.walks.len()];
+        let walks = &mut self.walks[..];
+        let slots = &mut self.slots[..];
+        while self.remaining > 0 {
+            let batch = schedule.claimers(self.remaining as usize);
+            self.remaining -= batch.len() as u32;
+            for &i in batch {
+                let walk = &mut walks[i as usize];
+                if inverse[i as usize].0 == 0 {
+                    let inv = inverse_mod(walk.steps[0], m);
+                    inverse[i as usize] = (inv as u32, ((inv << 32) / u64::from(m)) as u32);
+                }
+                let (inv, inv_shoup) = inverse[i as usize];
+                let back = m - walk.pos;
+                // Steps (< M < 2^20) above, index in `free` (< 2^12) below:
+                // the smallest key is the first free slot along the walk.
+                // All in u32, so the loop vectorises.
+                let mut best = u32::MAX;
+                for (k, &f) in (0u32..).zip(&free) {
+                    let d = add_mod(f, back, m);
+                    // d * inv mod M: q is the quotient or one less, and
+                    // the remainder fits in 32 bits, so it is exact in
+                    // wrapping arithmetic.
+                    let q = ((u64::from(d) * u64::from(inv_shoup)) >> 32) as u32;
+                    let r = d.wrapping_mul(inv).wrapping_sub(q.wrapping_mul(m));
+                    let r = add_mod(r, 0, m);
+                    best = best.min(r << TAIL_INDEX_BITS | k);
+                }
+                let slot = free.swap_remove((best & ((1 << TAIL_INDEX_BITS) - 1)) as usize);
+                walk.pos = add_mod(slot, walk.steps[0], m);
+                slots[slot as usize] = i;
             }
         }
-        let slot = free.swap_remove(best.1);
-        self.pos = add_mod(slot, self.steps[1], m.m as u32);
-        slot
-    }
-
-    fn skip(&self) -> u32 {
-        self.steps[1]
     }
 }
 
-/// Reduction modulo M (Barrett): for `a < 2^64`, `a mod M` with a multiply
-/// instead of a division.
-struct Modulus {
-    m: u64,
-    mu: u128,
-}
-
-impl Modulus {
-    fn new(m: u32) -> Modulus {
-        Modulus {
-            m: u64::from(m),
-            mu: u128::from(u64::MAX / u64::from(m)),
-        }
-    }
-
-    #[inline(always)]
-    fn reduce(&self, a: u64) -> u64 {
-        let q = ((u128::from(a) * self.mu) >> 64) as u64;
-        let mut r = a - q * self.m;
-        while r >= self.m {
-            r -= self.m;
-        }
-        r
-    }
-}
-
-/// `a^-1 mod m` for prime `m` and `0 < a < m` (extended Euclid).
+/// `a^-1 mod m` for prime `m` and `0 < a < m` (extended Euclid). In 32
+/// bits: m < 2^20, and 32-bit divisions are several times quicker than
+/// 64-bit ones (a tail inverts up to a few hundred skips).
 fn inverse_mod(a: u32, m: u32) -> u64 {
-    let (mut t, mut new_t) = (0i64, 1i64);
-    let (mut r, mut new_r) = (i64::from(m), i64::from(a));
+    let (mut t, mut new_t) = (0i32, 1i32);
+    let (mut r, mut new_r) = (m, a);
     while new_r != 0 {
         let q = r / new_r;
-        (t, new_t) = (new_t, t - q * new_t);
+        (t, new_t) = (new_t, t - q as i32 * new_t);
         (r, new_r) = (new_r, r - q * new_r);
     }
     debug_assert_eq!(r, 1, "{a} has no inverse mod {m}");
-    t.rem_euclid(i64::from(m)) as u64
+    t.rem_euclid(m as i32) as u64
 }
 
 /// Below this many free slots, claims pick among the free slots directly
-/// (`Walk::claim_from`) instead of walking: about where walking past
-/// M / free taken slots costs more than looking at every free one.
-/// Measured (`cargo bench --bench maglev`, M = 65537, N = 100): sqrt(M)
-/// builds in 1.14 ms, 2.5 sqrt(M) in 1.33 ms, 0.5 sqrt(M) in 1.16 ms.
+/// (`Table::tail_rounds`) instead of walking: about where walking past
+/// M / free taken slots costs more than looking at every free one
+/// (measured: 1.5 sqrt(M) no better, 2-3 sqrt(M) slower).
 fn tail_len(m: u32) -> u32 {
-    ((f64::from(m).sqrt() * 1.0) as u32).max(16)
+    (f64::from(m).sqrt() as u32).max(16)
 }
+
+/// Bits for an index into the tail's free list, next to a step count below
+/// M in one u32 key.
+const TAIL_INDEX_BITS: u32 = 12;
+const _: () = assert!(MAX_TABLE_SIZE < 1 << (32 - TAIL_INDEX_BITS));
+// tail_len(MAX_TABLE_SIZE) = sqrt(MAX_TABLE_SIZE) = 1023.
+const _: () = assert!(1024 * 1024 > MAX_TABLE_SIZE && 1024 < 1 << TAIL_INDEX_BITS);
 
 /// Builds the table. Backends of weight 0 are left out; with none left the
 /// table is empty (`is_empty`), which the data plane treats as "no backend".
@@ -378,7 +626,7 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
     }
 
     let weights: Vec<u32> = sorted.iter().map(|b| b.weight).collect();
-    let mut left = quotas(&weights, size);
+    let left = quotas(&weights, size);
     // Each round a backend earns its weight in credit and spends `pace` per
     // claim: the average weight, so a round fills about N slots whatever
     // the weights' magnitude, and equal weights give plain Maglev.
@@ -387,56 +635,76 @@ pub fn build(backends: &[WeightedBackend], size: u32) -> Result<MaglevTable, Mag
     let m = u64::from(size);
     // Permutation of backend i: offset_i + j * skip_i (mod M), walked by
     // keeping the current position.
-    let mut walks: Vec<Walk> = addresses
+    let walks: Vec<Walk> = addresses
         .iter()
         .map(|a| {
             let h = identity_hash(a);
             let offset = ((h >> 32) % m) as u32;
             let skip = ((h & 0xffff_ffff) % (m - 1) + 1) as u32;
-            Walk::new(offset, skip, size)
+            let mut steps = [skip; 4];
+            for k in 1..4 {
+                steps[k] = add_mod(steps[k - 1], skip, size);
+            }
+            Walk { pos: offset, steps }
         })
         .collect();
-    let mut credit = vec![0u64; sorted.len()];
-    let mut slots = vec![EMPTY; size as usize];
-    let mut filled = Filled::new(size);
-    let mut remaining = size;
-
-    let tail = tail_len(size);
-    let modulus = Modulus::new(size);
-    // In the tail: the free slots, and each walk's skip inverse (0: not
-    // computed yet).
-    let mut free: Option<Vec<u32>> = None;
-    let mut inverses = vec![0u64; sorted.len()];
-    while remaining > 0 {
-        for i in 0..sorted.len() {
-            credit[i] += u64::from(weights[i]);
-            while credit[i] >= pace && left[i] > 0 {
-                credit[i] -= pace;
-                if free.is_none() && remaining <= tail {
-                    free = Some((0..size).filter(|&s| filled.is_free(s) == 1).collect());
-                }
-                let slot = match free.as_mut() {
-                    None => walks[i].claim(&mut filled, size),
-                    Some(free) => {
-                        if inverses[i] == 0 {
-                            inverses[i] = inverse_mod(walks[i].skip(), size);
-                        }
-                        walks[i].claim_from(free, inverses[i], &modulus)
-                    }
-                };
-                slots[slot as usize] = i as u32;
-                left[i] -= 1;
-                remaining -= 1;
-            }
-            if left[i] == 0 {
-                credit[i] = 0;
-            }
-        }
-    }
+    let accounts: Vec<Account> = weights
+        .iter()
+        .zip(&left)
+        .map(|(&w, &left)| Account {
+            credit: 0,
+            whole: u64::from(w) / pace,
+            part: u64::from(w) % pace,
+            left,
+        })
+        .collect();
+    let (period, per_period, periods) = period(&weights, pace, &left).unwrap_or_default();
+    let mut schedule = Schedule {
+        pace,
+        narrow: accounts.iter().all(|a| a.whole < 4),
+        active: (0..accounts.len() as u32).collect(),
+        round: vec![0; accounts.iter().map(|a| a.whole as usize + 1).sum::<usize>() + 4],
+        len: 0,
+        next: 0,
+        in_period: false,
+        period,
+        periods,
+        periods_total: periods,
+        per_period,
+        accounts,
+    };
+    let slots = if 2 * size as usize <= 64 * SMALL_WORDS {
+        fill::<SMALL_WORDS>(walks, &mut schedule, size)
+    } else {
+        fill::<LARGE_WORDS>(walks, &mut schedule, size)
+    };
     Ok(MaglevTable {
         backends: addresses,
         slots,
     })
+}
+
+/// Claims every slot in schedule order: wider claims as the table fills
+/// (see `claim`), then the free list.
+fn fill<const W: usize>(walks: Vec<Walk>, schedule: &mut Schedule, size: u32) -> Vec<u32> {
+    let mut b = Table::<W> {
+        m: size,
+        walks,
+        free: Free::new(size),
+        slots: vec![EMPTY; size as usize],
+        remaining: size,
+    };
+    let tail = tail_len(size);
+    let stop = |fill: f64| ((f64::from(size) * (1.0 - fill)) as u32).max(tail);
+    b.walk_rounds(schedule, stop(0.45), claim_first);
+    b.walk_rounds(schedule, stop(0.7), claim::<1, W>);
+    b.walk_rounds(schedule, stop(0.85), claim::<2, W>);
+    b.walk_rounds(schedule, stop(0.92), claim::<3, W>);
+    b.walk_rounds(schedule, stop(0.96), claim::<4, W>);
+    b.walk_rounds(schedule, stop(0.98), claim::<6, W>);
+    b.walk_rounds(schedule, tail, claim::<8, W>);
+    b.tail_rounds(schedule);
+    b.slots
 }
 
 #[cfg(test)]
@@ -518,7 +786,7 @@ mod tests {
         sorted.sort_by_key(|b| b.address);
         sorted.retain(|b| b.weight > 0);
         let weights: Vec<u32> = sorted.iter().map(|b| b.weight).collect();
-        let mut left = quotas(&weights, size);
+        let mut left = reference_quotas(&weights, size);
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         let pace = (total / weights.len() as u64).max(1);
         let m = u64::from(size);
@@ -553,6 +821,49 @@ mod tests {
         slots
     }
 
+    /// Quotas as first written: 128-bit shares, the remainder by a full
+    /// sort.
+    fn reference_quotas(weights: &[u32], size: u32) -> Vec<u32> {
+        let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+        let mut quota: Vec<u32> = weights
+            .iter()
+            .map(|&w| (u128::from(size) * u128::from(w) / total) as u32)
+            .collect();
+        let assigned: u64 = quota.iter().map(|&q| u64::from(q)).sum();
+        let left = (u64::from(size) - assigned) as usize;
+        let mut order: Vec<usize> = (0..weights.len()).collect();
+        order.sort_by(|&a, &b| {
+            let lhs = (u64::from(quota[a]) + 1) * u64::from(weights[b]);
+            let rhs = (u64::from(quota[b]) + 1) * u64::from(weights[a]);
+            lhs.cmp(&rhs).then(a.cmp(&b))
+        });
+        for &i in order.iter().take(left) {
+            quota[i] += 1;
+        }
+        quota
+    }
+
+    #[test]
+    fn quotas_are_the_reference_quotas() {
+        let cases: Vec<(Vec<u32>, u32)> = vec![
+            (vec![1; 100], 65_537),
+            ((0..1000).map(weight_of).collect(), 65_537),
+            ((0..3).map(|i| u32::MAX - i).collect(), MAX_TABLE_SIZE),
+            ((0..997).map(|i| (i * 7919) % 65_535 + 1).collect(), 7_919),
+            ((0..5000).map(|i| 1 + i % 3).collect(), 655_373),
+            (vec![7; 13], 13),
+            (vec![1, 4, 4, 4], 13),
+        ];
+        for (weights, size) in cases {
+            assert_eq!(
+                quotas(&weights, size),
+                reference_quotas(&weights, size),
+                "n={} size={size}",
+                weights.len()
+            );
+        }
+    }
+
     #[test]
     fn the_fast_build_is_the_reference_build() {
         for (n, size) in [
@@ -574,6 +885,38 @@ mod tests {
                     "n={n} size={size}"
                 );
             }
+        }
+    }
+
+    /// Weights that take the other paths of the schedule: a backend with
+    /// many claims a round (not narrow), credits that repeat only after
+    /// many rounds (no period), quotas that end a period early, zeros.
+    #[test]
+    fn the_fast_build_is_the_reference_build_for_uneven_weights() {
+        let with = |n: u32, weight: &dyn Fn(u32) -> u32| -> Vec<WeightedBackend> {
+            (0..n)
+                .map(|i| WeightedBackend {
+                    address: v4(i),
+                    weight: weight(i),
+                })
+                .collect()
+        };
+        let cases: Vec<(Vec<WeightedBackend>, u32)> = vec![
+            (with(1000, &|i| if i == 0 { 65_535 } else { 1 }), 65_537),
+            (with(4, &|i| [65_535, 1, 1, 30_000][i as usize]), 251),
+            (with(200, &|i| i % 7 + 1), 65_537),
+            (with(50, &|i| (i * 37) % 1000 + 1), 7_919),
+            (with(3000, &|i| (i * 7919) % 13), 65_537),
+            (with(64, &|i| 1 << (i % 9)), 65_537),
+            (with(500, &|i| weight_of(i) * 1000), 655_373),
+        ];
+        for (weights, size) in cases {
+            assert_eq!(
+                build(&weights, size).unwrap().slots,
+                reference_build(&weights, size),
+                "n={} size={size}",
+                weights.len()
+            );
         }
     }
 
