@@ -67,7 +67,8 @@ fn send(method: &str, path: &str, body: Option<&Value>) {
 /// names. Any published change of the VIP's table changes one of them.
 struct Watch {
     vips: MapHandle,
-    tables: MapHandle,
+    /// The outer maps `tables` and `tables_fixed` (see bpf/abi.h).
+    tables: [MapHandle; 2],
     key: Vec<u8>,
 }
 
@@ -85,7 +86,7 @@ impl Watch {
         key[19] = lethe::abi::FAMILY_INET;
         Watch {
             vips: open("vips"),
-            tables: open("tables"),
+            tables: [open("tables"), open("tables_fixed")],
             key,
         }
     }
@@ -99,8 +100,11 @@ impl Watch {
         let table_id = record
             .get(4..8)
             .map_or(u32::MAX, |b| u32::from_ne_bytes(b.try_into().unwrap()));
-        let inner = self
-            .tables
+        // struct lethe_vip.flags at offset 13: the outer map it names.
+        let fixed = record
+            .get(13)
+            .is_some_and(|f| f & lethe::abi::VIP_F_FIXED_TABLE != 0);
+        let inner = self.tables[usize::from(fixed)]
             .lookup(&table_id.to_ne_bytes(), MapFlags::ANY)
             .ok()
             .flatten()
@@ -201,31 +205,34 @@ fn map_memory(pid: u32) -> Vec<(String, u64, usize)> {
     by_name.into_iter().map(|(n, (b, c))| (n, b, c)).collect()
 }
 
-/// Table maps published in the pinned `tables` array-of-maps: (count, bytes).
+/// Table maps published in the pinned `tables` and `tables_fixed`
+/// array-of-maps: (count, bytes).
 fn table_memory(dir: &Path) -> (usize, u64) {
-    let tables = MapHandle::from_pinned_path(dir.join("tables")).unwrap();
     let mut count = 0;
     let mut bytes = 0;
-    for k in tables.keys() {
-        let Some(v) = tables.lookup(&k, MapFlags::ANY).ok().flatten() else {
-            continue;
-        };
-        let id = u32::from_ne_bytes(v[..4].try_into().unwrap());
-        if let Ok(m) = MapHandle::from_map_id(id) {
-            // Array value area (8-byte stride) plus the map header, as
-            // the kernel charges it (fdinfo memlock).
-            let fd = m.as_fd();
-            let info = std::fs::read_to_string(format!(
-                "/proc/self/fdinfo/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&fd)
-            ))
-            .unwrap_or_default();
-            bytes += info
-                .lines()
-                .find_map(|l| l.strip_prefix("memlock:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            count += 1;
+    for name in ["tables", "tables_fixed"] {
+        let tables = MapHandle::from_pinned_path(dir.join(name)).unwrap();
+        for k in tables.keys() {
+            let Some(v) = tables.lookup(&k, MapFlags::ANY).ok().flatten() else {
+                continue;
+            };
+            let id = u32::from_ne_bytes(v[..4].try_into().unwrap());
+            if let Ok(m) = MapHandle::from_map_id(id) {
+                // Array value area (8-byte stride) plus the map header, as
+                // the kernel charges it (fdinfo memlock).
+                let fd = m.as_fd();
+                let info = std::fs::read_to_string(format!(
+                    "/proc/self/fdinfo/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ))
+                .unwrap_or_default();
+                bytes += info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                count += 1;
+            }
         }
     }
     (count, bytes)

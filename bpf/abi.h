@@ -19,6 +19,16 @@
 /* Each VIP owns two table slots (2 * vip_id, 2 * vip_id + 1), so a table of
  * a new size can be filled in the spare slot and published by one VIP update. */
 #define LETHE_MAX_TABLES (2 * LETHE_MAX_VIPS)
+/*
+ * Tables of this size (the default M) live in `tables_fixed`, whose inner
+ * maps all have exactly this many entries: the verifier then inlines the
+ * slot lookup (an indexed load). Other sizes live in `tables`, whose inner
+ * maps may differ in size, which makes every lookup a call into the kernel
+ * (~25 ns a packet on the benchmark machine, where each call and return
+ * goes through the SRSO return thunk). The VIP record says which
+ * (LETHE_VIP_F_FIXED_TABLE); a table id names one table in one of them.
+ */
+#define LETHE_FIXED_TABLE_SIZE 65537
 /* Backend records are per (VIP, backend) pair, so their counters are too. */
 #define LETHE_MAX_BACKENDS 65536
 #define LETHE_MAX_TX_PORTS 64
@@ -37,6 +47,7 @@ enum lethe_mode {
 
 /* VIP flag bits (struct lethe_vip.flags). */
 #define LETHE_VIP_F_STICKY (1 << 0) /* hash leaves the source port out */
+#define LETHE_VIP_F_FIXED_TABLE (1 << 1) /* table_id is in tables_fixed */
 
 /* Key of the vips map. IPv4 addresses use addr[0..4], the rest is zero. */
 struct lethe_vip_key {
@@ -48,7 +59,7 @@ struct lethe_vip_key {
 
 struct lethe_vip {
 	__u32 vip_id;     /* index into vip_stats */
-	__u32 table_id;   /* index into tables (outer map) */
+	__u32 table_id;   /* index into tables or tables_fixed (flags) */
 	__u32 table_size; /* M of that table: slots, a prime */
 	__u8 mode;        /* enum lethe_mode */
 	__u8 flags;       /* LETHE_VIP_F_* */

@@ -110,13 +110,27 @@ static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 	return bpf_map_lookup_elem(&vips, &key);
 }
 
-/* The backend id in the VIP's current table for this hash, or NULL. */
+/* The backend id in the VIP's current table for this hash, or NULL. A
+ * table of the fixed size is looked up inline (see LETHE_FIXED_TABLE_SIZE).
+ * The verifier inlines a lookup only at a call site that sees one kind of
+ * map, so the two lookups must stay apart: the empty asm after the first
+ * keeps the compiler from sinking both into one call. */
 static __always_inline const __u32 *pick_backend(const struct lethe_vip *vip, __u32 hash)
 {
 	__u32 table_id = vip->table_id;
+	const __u32 *id;
 	__u32 slot;
 	void *table;
 
+	if (vip->flags & LETHE_VIP_F_FIXED_TABLE) {
+		table = bpf_map_lookup_elem(&tables_fixed, &table_id);
+		if (!table)
+			return NULL;
+		slot = maglev_slot(hash, LETHE_FIXED_TABLE_SIZE);
+		id = bpf_map_lookup_elem(table, &slot);
+		asm volatile("" : "+r"(id));
+		return id;
+	}
 	table = bpf_map_lookup_elem(&tables, &table_id);
 	if (!table)
 		return NULL;

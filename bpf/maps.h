@@ -46,6 +46,22 @@ struct {
 	__array(values, struct maglev_table);
 } tables SEC(".maps");
 
+/* Tables of LETHE_FIXED_TABLE_SIZE slots, the same way: see abi.h. */
+struct maglev_table_fixed {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LETHE_FIXED_TABLE_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LETHE_MAX_TABLES);
+	__type(key, __u32);
+	__array(values, struct maglev_table_fixed);
+} tables_fixed SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LETHE_MAX_BACKENDS);

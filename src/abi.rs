@@ -9,6 +9,8 @@ use std::fmt;
 pub const ABI_VERSION: u32 = 1;
 pub const MAX_VIPS: u32 = 1024;
 pub const MAX_TABLES: u32 = 2 * MAX_VIPS;
+/// Tables of this many slots live in `tables_fixed` (see bpf/abi.h).
+pub const FIXED_TABLE_SIZE: u32 = 65_537;
 pub const MAX_BACKENDS: u32 = 65_536;
 pub const MAX_TX_PORTS: u32 = 64;
 
@@ -43,6 +45,8 @@ pub const VIP_HALF_F_OVERFLOW: u32 = 1 << 0;
 
 /// `struct lethe_vip.flags`: the hash leaves the source port out.
 pub const VIP_F_STICKY: u8 = 1 << 0;
+/// `struct lethe_vip.flags`: the table id is in `tables_fixed`.
+pub const VIP_F_FIXED_TABLE: u8 = 1 << 1;
 
 /// Family codes of the ABI (not the kernel's AF_* numbers).
 pub const FAMILY_INET: u8 = 4;

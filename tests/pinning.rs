@@ -38,12 +38,50 @@ impl Drop for PinDir {
     }
 }
 
-/// Map ids of every published table: they change only if a table is rewritten.
+/// The outer maps of tables: any size, and the fixed size (see bpf/abi.h).
+const OUTER_MAPS: [&str; 2] = ["tables", "tables_fixed"];
+
+/// Map ids of every published table, in both outer maps: they change only
+/// if a table is rewritten.
 fn table_ids(dir: &Path) -> Vec<Option<Vec<u8>>> {
-    let tables = MapHandle::from_pinned_path(dir.join("tables")).unwrap();
-    (0..lethe::abi::MAX_TABLES)
-        .map(|i| tables.lookup(&i.to_ne_bytes(), MapFlags::ANY).unwrap())
-        .collect()
+    let mut ids = Vec::new();
+    for name in OUTER_MAPS {
+        let tables = MapHandle::from_pinned_path(dir.join(name)).unwrap();
+        ids.extend(
+            (0..lethe::abi::MAX_TABLES)
+                .map(|i| tables.lookup(&i.to_ne_bytes(), MapFlags::ANY).unwrap()),
+        );
+    }
+    ids
+}
+
+/// An empty table map of the kind `tables_fixed` (else `tables`) takes.
+fn table_map(fixed: bool) -> MapHandle {
+    use libbpf_rs::libbpf_sys;
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: libbpf_sys::BPF_F_MMAPABLE
+            | if fixed {
+                0
+            } else {
+                libbpf_sys::BPF_F_INNER_MAP
+            },
+        ..Default::default()
+    };
+    let size = if fixed {
+        lethe::abi::FIXED_TABLE_SIZE
+    } else {
+        3
+    };
+    MapHandle::create(
+        libbpf_rs::MapType::Array,
+        Some("test_table"),
+        4,
+        4,
+        size,
+        &opts,
+    )
+    .unwrap()
 }
 
 fn xdp_prog_id(dev: &str) -> Option<u32> {
@@ -195,22 +233,37 @@ fn adoption_repairs_what_a_crash_left() {
     backends
         .update(&last.to_ne_bytes(), &orphan, MapFlags::ANY)
         .unwrap();
-    // A table in a slot no VIP record points to.
-    let tables = MapHandle::from_pinned_path(dir.join("tables")).unwrap();
-    let used = tables
-        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
-        .unwrap()
-        .unwrap();
+    // A table in a slot no VIP record points to, in each outer map; and
+    // VIP 0's table also under its own id in the outer map its record
+    // does not name.
     let spare = lethe::abi::MAX_TABLES - 1;
-    let inner = MapHandle::from_map_id(u32::from_ne_bytes(used[..4].try_into().unwrap())).unwrap();
+    let outer = OUTER_MAPS.map(|name| MapHandle::from_pinned_path(dir.join(name)).unwrap());
+    let mut planted = 0;
+    let mut wrong_map = None;
     use std::os::fd::{AsFd, AsRawFd};
-    tables
-        .update(
-            &spare.to_ne_bytes(),
-            &(inner.as_fd().as_raw_fd() as u32).to_ne_bytes(),
-            MapFlags::ANY,
-        )
-        .unwrap();
+    for (i, tables) in outer.iter().enumerate() {
+        let Some(used) = tables.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).unwrap() else {
+            continue;
+        };
+        let inner =
+            MapHandle::from_map_id(u32::from_ne_bytes(used[..4].try_into().unwrap())).unwrap();
+        let fd = (inner.as_fd().as_raw_fd() as u32).to_ne_bytes();
+        tables
+            .update(&spare.to_ne_bytes(), &fd, MapFlags::ANY)
+            .unwrap();
+        planted += 1;
+        // The other outer map takes only tables of its own kind.
+        let copy = table_map(OUTER_MAPS[1 - i] == "tables_fixed");
+        outer[1 - i]
+            .update(
+                &0u32.to_ne_bytes(),
+                &(copy.as_fd().as_raw_fd() as u32).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .unwrap();
+        wrong_map = Some(1 - i);
+    }
+    assert_eq!(planted, 1, "VIP 0's table is in exactly one outer map");
 
     let dp = Dataplane::load_pinned(dir).unwrap();
     let rec = backends
@@ -218,13 +271,25 @@ fn adoption_repairs_what_a_crash_left() {
         .unwrap()
         .unwrap();
     assert_eq!(rec[18], 0, "orphan backend record kept");
-    assert!(
-        tables
-            .lookup(&spare.to_ne_bytes(), MapFlags::ANY)
-            .unwrap()
-            .is_none(),
-        "stale table kept"
-    );
+    for (tables, name) in outer.iter().zip(OUTER_MAPS) {
+        assert!(
+            tables
+                .lookup(&spare.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .is_none(),
+            "stale table kept in {name}"
+        );
+    }
+    if let Some(i) = wrong_map {
+        assert!(
+            outer[i]
+                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .is_none(),
+            "table 0 kept in {}, which VIP 0's record does not name",
+            OUTER_MAPS[i]
+        );
+    }
     dp.apply(&plan).unwrap();
     for v in &plan.vips {
         if !v.table.is_empty() {

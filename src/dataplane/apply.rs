@@ -43,7 +43,7 @@ pub struct Maps<'a> {
     pub nat_returns: &'a dyn MapCore,
     pub return_stats: &'a dyn MapCore,
     pub vips: &'a dyn MapCore,
-    pub tables: &'a dyn MapCore,
+    pub tables: table::Tables<'a>,
     pub backends: &'a dyn MapCore,
     pub vip_stats: &'a dyn MapCore,
     pub backend_stats: &'a dyn MapCore,
@@ -121,6 +121,11 @@ struct Retiring {
     tables: Vec<u32>,
     backend_ids: Vec<u32>,
     vip_ids: Vec<u32>,
+}
+
+/// Whether the record's table is in `tables_fixed`.
+fn fixed_table(record: &lethe_vip) -> bool {
+    record.flags & abi::VIP_F_FIXED_TABLE != 0
 }
 
 /// Returns once every program that was running has finished: the kernel
@@ -251,7 +256,10 @@ impl Installed {
                     .map_err(|e| DataplaneError::map("vips", "delete", e))?;
                 continue;
             };
-            let slots = table::read(maps.tables, record.table_id)?.unwrap_or_default();
+            let slots = maps
+                .tables
+                .read(record.table_id, fixed_table(&record))?
+                .unwrap_or_default();
             by_vip_id.insert(record.vip_id, key);
             inst.vips.insert(
                 key,
@@ -318,11 +326,15 @@ impl Installed {
                 v.slots.clear();
             }
         }
-        let current: std::collections::HashSet<u32> =
-            inst.vips.values().map(|v| v.record.table_id).collect();
+        let current: HashMap<u32, bool> = inst
+            .vips
+            .values()
+            .map(|v| (v.record.table_id, fixed_table(&v.record)))
+            .collect();
         for table_id in 0..MAX_TABLES {
-            if !current.contains(&table_id) {
-                table::remove(maps.tables, table_id)?;
+            match current.get(&table_id) {
+                Some(&fixed) => maps.tables.remove_other(table_id, fixed)?,
+                None => maps.tables.remove(table_id)?,
             }
         }
         Ok(inst)
@@ -348,11 +360,12 @@ impl Installed {
         self.vips.get(key)?.backends.get(&backend).map(|b| b.id)
     }
 
-    /// The VIP's current table id and its backend ids by address.
-    pub fn table_view(&self, key: &VipKey) -> Option<(u32, HashMap<u32, IpAddr>)> {
+    /// The VIP's current table id, whether it is in `tables_fixed`, and
+    /// its backend ids by address.
+    pub fn table_view(&self, key: &VipKey) -> Option<(u32, bool, HashMap<u32, IpAddr>)> {
         let v = self.vips.get(key)?;
         let by_id = v.backends.iter().map(|(a, b)| (b.id, *a)).collect();
-        Some((v.record.table_id, by_id))
+        Some((v.record.table_id, fixed_table(&v.record), by_id))
     }
 
     pub fn apply(&mut self, maps: &Maps<'_>, plan: &Plan) -> Result<(), DataplaneError> {
@@ -551,7 +564,7 @@ impl Installed {
             self.vips.values().map(|v| v.record.table_id).collect();
         while let Some(t) = self.retiring.tables.pop() {
             if !live.contains(&t) {
-                table::remove(maps.tables, t)?;
+                maps.tables.remove(t)?;
             }
         }
         while let Some(id) = self.retiring.backend_ids.pop() {
@@ -671,19 +684,21 @@ impl Installed {
             .collect();
         let v = self.vips.get_mut(&key).expect("inserted above");
         let size = planned.vip.table_size;
+        let fixed = table::is_fixed(size as usize);
         let mut record = lethe_vip {
             vip_id: v.vip_id,
             table_id: v.record.table_id,
             table_size: size,
             mode: planned.mode() as u8,
-            flags: planned.flags(),
+            flags: planned.flags() | if fixed { abi::VIP_F_FIXED_TABLE } else { 0 },
             event_sample_rate: planned.vip.event_sample_rate,
             ..Default::default()
         };
-        // A table of a new size goes into the spare slot, and the VIP
-        // record flips to it with the index: size and table change at once.
+        // A table of a new size (or one adopted from the other outer map)
+        // goes into the spare slot, and the VIP record flips to it with the
+        // index: size and table change at once.
         let mut retired_table = None;
-        if !is_new && size != v.record.table_size {
+        if !is_new && (size != v.record.table_size || fixed != fixed_table(&v.record)) {
             record.table_id ^= 1;
             retired_table = Some(v.record.table_id);
         }
@@ -691,11 +706,11 @@ impl Installed {
         self.retiring.tables.retain(|&t| t != record.table_id);
         if slots.is_empty() {
             if !v.slots.is_empty() {
-                table::remove(maps.tables, v.record.table_id)?;
+                maps.tables.remove(v.record.table_id)?;
             }
         } else if slots != v.slots || retired_table.is_some() {
             let map = table::create(&slots)?;
-            table::publish(maps.tables, record.table_id, &map)?;
+            maps.tables.publish(record.table_id, &map)?;
         }
         v.slots = slots;
 

@@ -207,7 +207,10 @@ impl Dataplane {
             nat_returns: &self.skel.maps.nat_returns,
             return_stats: &self.skel.maps.return_stats,
             vips: &self.skel.maps.vips,
-            tables: &self.skel.maps.tables,
+            tables: table::Tables {
+                sized: &self.skel.maps.tables,
+                fixed: &self.skel.maps.tables_fixed,
+            },
             backends: &self.skel.maps.backends,
             vip_stats: &self.skel.maps.vip_stats,
             backend_stats: &self.skel.maps.backend_stats,
@@ -510,10 +513,11 @@ impl Dataplane {
     /// translated back to addresses (for checks and digests).
     pub fn published_table(&self, key: &VipKey) -> Result<Option<Vec<IpAddr>>, DataplaneError> {
         let view = self.installed().table_view(key);
-        let Some((table_id, by_id)) = view else {
+        let Some((table_id, fixed, by_id)) = view else {
             return Ok(None);
         };
-        let Some(slots) = table::read(&self.skel.maps.tables, table_id)? else {
+        let tables = self.maps().tables;
+        let Some(slots) = tables.read(table_id, fixed)? else {
             return Ok(None);
         };
         Ok(Some(
@@ -542,6 +546,7 @@ mod tests {
         assert_eq!(m.vips.max_entries(), abi::MAX_VIPS);
         assert_eq!(m.vip_stats.max_entries(), abi::MAX_VIPS);
         assert_eq!(m.tables.max_entries(), abi::MAX_TABLES);
+        assert_eq!(m.tables_fixed.max_entries(), abi::MAX_TABLES);
         assert_eq!(m.backends.max_entries(), abi::MAX_BACKENDS);
         assert_eq!(m.backend_stats.max_entries(), abi::MAX_BACKENDS);
         assert_eq!(m.tx_ports.max_entries(), abi::MAX_TX_PORTS);
