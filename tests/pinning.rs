@@ -80,9 +80,15 @@ fn table_map(fixed: bool, size: u32) -> MapHandle {
     .unwrap()
 }
 
-/// A table's backend address, slot by slot.
-fn slot_addresses(t: &lethe::maglev::MaglevTable) -> Vec<std::net::IpAddr> {
-    t.slots.iter().map(|&i| t.backends[i as usize]).collect()
+/// Every VIP with backends has its planned table published, slot by slot.
+fn tables_equal_the_plan(dp: &Dataplane, plan: &Plan) {
+    for v in plan.vips.iter().filter(|v| !v.table.is_empty()) {
+        let t = &v.table;
+        let planned: Vec<std::net::IpAddr> =
+            t.slots.iter().map(|&i| t.backends[i as usize]).collect();
+        let published = dp.published_table(&v.key()).unwrap();
+        assert_eq!(published.as_deref(), Some(&planned[..]), "{}", v.vip.name);
+    }
 }
 
 fn xdp_prog_id(dev: &str) -> Option<u32> {
@@ -415,17 +421,7 @@ fn tables_from_older_builds_move_to_tables_fixed() {
 
         let dp = Dataplane::load_pinned(dir).unwrap();
         // Adopted: each record's table is read from `tables`.
-        for v in &plan.vips {
-            if !v.table.is_empty() {
-                let published = dp.published_table(&v.key()).unwrap();
-                assert_eq!(
-                    published.as_deref(),
-                    Some(&slot_addresses(&v.table)[..]),
-                    "{}",
-                    v.vip.name
-                );
-            }
-        }
+        tables_equal_the_plan(&dp, &plan);
         dp.apply(&plan).unwrap();
         let lt0 = topo.ifindex("lt0");
         let frame = Flow::tcp("198.51.100.1", 1234, "10.100.0.1", 80).frame(topo.iface_mac("lt0"));
@@ -440,16 +436,6 @@ fn tables_from_older_builds_move_to_tables_fixed() {
                 "table {id} not moved to tables_fixed"
             );
         }
-        for v in &plan.vips {
-            if !v.table.is_empty() {
-                let published = dp.published_table(&v.key()).unwrap();
-                assert_eq!(
-                    published.as_deref(),
-                    Some(&slot_addresses(&v.table)[..]),
-                    "{}",
-                    v.vip.name
-                );
-            }
-        }
+        tables_equal_the_plan(&dp, &plan);
     });
 }
