@@ -178,8 +178,17 @@ struct lethe_vip_index_ctl {
  * per address hash (addr_bit in hash.h): the VIP addresses (looked up by
  * destination) and the nat backends (looked up by source). A clear bit
  * proves the address is none of them, so traffic that is no VIP's skips
- * every hash-map lookup. The control plane sets a bit before anything that
- * needs it and clears it after. */
+ * every VIP lookup. The control plane sets a bit before anything that
+ * needs it and clears it after.
+ *
+ * In the VIP bitmap, the word of a VIP's address (addr_bit / 64) also
+ * holds a bit per VIP key (key_bit in hash.h: address, port, protocol),
+ * and the program reads only those: the key's bit or its all-ports key's
+ * bit, one word for both. Packets to a VIP address on a port no VIP has
+ * are answered there, without probing vip_index twice. The address's own
+ * bit (addr_bit % 64) stays set too, for a program from a build before
+ * the key bits: the daemon applies its configuration before it replaces
+ * the attached program. */
 #define LETHE_FILTER_BITS 65536
 #define LETHE_FILTER_WORDS (LETHE_FILTER_BITS / 64)
 #define LETHE_FILTER_VIP 0

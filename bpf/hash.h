@@ -58,6 +58,14 @@ static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
 	return (addr_fold(a, family) * 0x9E3779B1U) >> 16;
 }
 
+/* The bit of a VIP key (folded address, port as in the header, protocol)
+ * in its address's addr_filter word (see LETHE_FILTER_BITS in abi.h).
+ * Rust twin: flow_hash::key_bit. */
+static __always_inline __u32 key_bit(__u32 fold, __be16 port, __u8 proto)
+{
+	return ((fold ^ ((__u32)port << 16) ^ ((__u32)proto << 8)) * 0x9E3779B1U) >> 26;
+}
+
 /* The home entry of a VIP key (address, port as in the header, protocol)
  * in a vip_index half under `seed`. Rust twin: flow_hash::vip_slot. */
 static __always_inline __u32 vip_slot(const __u32 *a, __u8 family, __be16 port, __u8 proto,

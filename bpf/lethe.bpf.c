@@ -43,6 +43,26 @@ static __always_inline int addr_maybe(__u32 base, const __u32 *a, __u8 family)
 	return w && ((*w >> (bit & 63)) & 1);
 }
 
+/* Whether the packet's (dst, dport, proto) or (dst, 0, proto) may be a VIP:
+ * false proves neither is. One word of addr_filter (see abi.h): the
+ * address's bit first, which answers most traffic to other addresses
+ * without hashing the keys, then the two key bits. */
+static __always_inline int vip_maybe(const struct packet *p)
+{
+	__u32 fold = addr_fold(p->dst, p->family);
+	__u32 bit = (fold * 0x9E3779B1U) >> 16;
+	__u32 word = LETHE_FILTER_VIP + (bit >> 6);
+	const __u64 *w = bpf_map_lookup_elem(&addr_filter, &word);
+	__u64 x;
+
+	if (!w)
+		return 0;
+	x = *w;
+	if (!((x >> (bit & 63)) & 1))
+		return 0;
+	return ((x >> key_bit(fold, p->dport, p->proto)) | (x >> key_bit(fold, 0, p->proto))) & 1;
+}
+
 /* The record of VIP (dst, port, proto) in vip_index's half at `base`:
  * from the key's home entry on, until the key or an empty entry. */
 static __always_inline const struct lethe_vip *index_lookup(const struct packet *p, __be16 port,
@@ -72,7 +92,7 @@ static __always_inline const struct lethe_vip *index_lookup(const struct packet 
 
 /* The VIP of (destination, port, protocol), else of (destination, 0,
  * protocol): an all-ports VIP. addr_filter answers most packets that are
- * no VIP's with one bit; vip_index the rest, and `vips` the keys the
+ * no VIP's with two bits of one word; vip_index the rest, and `vips` the keys the
  * index could not place (LETHE_VIP_HALF_F_OVERFLOW). */
 static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 {
@@ -81,7 +101,7 @@ static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
 	const struct lethe_vip *vip;
 	__u32 zero = 0, active, seed, overflow;
 
-	if (!addr_maybe(LETHE_FILTER_VIP, p->dst, p->family))
+	if (!vip_maybe(p))
 		return NULL;
 	ctl = bpf_map_lookup_elem(&vip_index_ctl, &zero);
 	if (!ctl)

@@ -65,6 +65,14 @@ pub fn addr_bit(addr: &IpAddr) -> u32 {
     addr_fold(addr).wrapping_mul(0x9E37_79B1) >> 16
 }
 
+/// The bit of a VIP key (address, port, IP protocol number) within its
+/// address's addr_filter word (bpf/hash.h key_bit; the word is
+/// `addr_bit / 64`). The port as the header holds it, like `vip_slot`.
+pub fn key_bit(addr: &IpAddr, port: u16, proto: u8) -> u32 {
+    let port = u32::from(u16::from_le_bytes(port.to_be_bytes()));
+    (addr_fold(addr) ^ port << 16 ^ u32::from(proto) << 8).wrapping_mul(0x9E37_79B1) >> 26
+}
+
 /// The home entry of a VIP key (address, port, IP protocol number) in a
 /// vip_index half under `seed` (bpf/hash.h vip_slot): the port as the
 /// header holds it (network order, loaded little-endian), the protocol and

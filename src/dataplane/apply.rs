@@ -458,16 +458,23 @@ impl Installed {
         Ok(resourced)
     }
 
-    /// addr_filter for `plan`: a bit per VIP address, a bit per nat
-    /// backend address.
+    /// addr_filter for `plan`: a bit per VIP address and, in the same
+    /// word, a bit per VIP key (see LETHE_FILTER_BITS in bpf/abi.h); a bit
+    /// per nat backend address.
     fn filter_for(plan: &Plan) -> Vec<u64> {
-        use crate::flow_hash::addr_bit;
+        use crate::flow_hash::{addr_bit, key_bit};
         let mut words = vec![0u64; FILTER_WORDS_ALL];
         let mut set = |base: u32, bit: u32| {
             words[(base + bit / 64) as usize] |= 1 << (bit % 64);
         };
         for v in &plan.vips {
-            set(abi::FILTER_VIP, addr_bit(&v.vip.address));
+            let a = addr_bit(&v.vip.address);
+            set(abi::FILTER_VIP, a);
+            let proto = v.vip.protocol.number();
+            set(
+                abi::FILTER_VIP,
+                a / 64 * 64 + key_bit(&v.vip.address, v.vip.port, proto),
+            );
         }
         for k in plan.nat_returns.keys() {
             set(abi::FILTER_NAT, addr_bit(&k.0));
@@ -746,5 +753,57 @@ impl Installed {
             None => release_backends(maps, &mut self.backend_ids, released)?,
         }
         Ok(resourced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::flow_hash::{addr_bit, key_bit};
+
+    fn bit(words: &[u64], base: u32, bit: u32) -> bool {
+        words[(base + bit / 64) as usize] >> (bit % 64) & 1 == 1
+    }
+
+    /// The VIP bitmap holds each VIP address's bit and, in the same word,
+    /// each VIP key's bit (the program reads both; see bpf/abi.h); the nat
+    /// bitmap each nat backend's address bit. A port no VIP of the address
+    /// has finds its key bit clear (for these keys: no collision).
+    #[test]
+    fn filter_has_address_and_key_bits() {
+        let c: Config = serde_json::from_str(
+            r#"{"vips": [
+                {"name": "web", "address": "10.0.0.1", "port": 80, "protocol": "tcp",
+                 "backends": [{"address": "10.1.0.1"}]},
+                {"name": "any6", "address": "2001:db8::1", "port": 0, "protocol": "udp",
+                 "backends": [{"address": "2001:db8:1::1"}]},
+                {"name": "nat", "address": "10.0.0.2", "port": 53, "protocol": "udp", "mode": "nat",
+                 "backends": [{"address": "10.1.0.9"}]}]}"#,
+        )
+        .unwrap();
+        let plan = Plan::new(&c).unwrap();
+        let words = Installed::filter_for(&plan);
+        let key = |a: &str, port: u16, proto: u8| {
+            let a: IpAddr = a.parse().unwrap();
+            addr_bit(&a) / 64 * 64 + key_bit(&a, port, proto)
+        };
+        let vip = |a: &str| addr_bit(&a.parse().unwrap());
+        for (a, port, proto) in [
+            ("10.0.0.1", 80, 6),
+            ("2001:db8::1", 0, 17),
+            ("10.0.0.2", 53, 17),
+        ] {
+            assert!(bit(&words, abi::FILTER_VIP, vip(a)), "{a}");
+            assert!(
+                bit(&words, abi::FILTER_VIP, key(a, port, proto)),
+                "{a} {port}"
+            );
+        }
+        assert!(!bit(&words, abi::FILTER_VIP, key("10.0.0.1", 81, 6)));
+        assert!(!bit(&words, abi::FILTER_VIP, key("10.0.0.1", 0, 6)));
+        assert!(bit(&words, abi::FILTER_NAT, vip("10.1.0.9")));
+        let set: u32 = words.iter().map(|w| w.count_ones()).sum();
+        assert!(set <= 7, "{set} bits set for 3 VIPs and 1 nat backend");
     }
 }
