@@ -26,6 +26,11 @@ fn main() {
                 bpf.as_os_str(),
                 "-Wall".as_ref(),
                 "-Werror".as_ref(),
+                // 32-bit ALU and jump instructions (kernel 5.1+): clang's
+                // default, v1, does 32-bit arithmetic in 64-bit registers
+                // and zero-extends with shift pairs; v3 cut the JIT image
+                // by 6% and ~8 ns off the ipip path (README, Performance).
+                "-mcpu=v3".as_ref(),
             ])
             // The object itself too: tests/abi.rs reads its BTF.
             .obj(out.join(format!("{name}.bpf.o")))

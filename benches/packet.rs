@@ -3,7 +3,10 @@
 //!
 //! Run as root: `cargo bench --bench packet`
 //! (`LETHE_BENCH_CALLS`, default 200000, and `LETHE_BENCH_RUNS`, default 5;
-//! `LETHE_BENCH_ONLY=text` keeps the paths whose name contains it).
+//! `LETHE_BENCH_ONLY=text` keeps the paths whose name contains it;
+//! `LETHE_BENCH_BLOCKS=1` prints every block's floor and path means to
+//! stderr, repeat 1: on a shared host the whole CPU slows down for seconds
+//! at a time, floor and path alike, which blocks show and means hide).
 //!
 //! Method (SPEC.md, Performance): BPF_PROG_TEST_RUN on the real program
 //! with the fixture topology in a private network namespace, the process
@@ -453,8 +456,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// each, in alternating blocks.
 fn one_per_call(dp: &Dataplane, floor: &PassProgram, p: &Path, ingress: u32, calls: u32) -> Sample {
     let want = p.reason.implied_action() as u32;
+    let blocks = std::env::var_os("LETHE_BENCH_BLOCKS").is_some();
     let (mut lethe_ns, mut floor_ns) = (0u64, 0u64);
     for _ in 0..calls.div_ceil(BLOCK) {
+        let (lethe_before, floor_before) = (lethe_ns, floor_ns);
         for _ in 0..BLOCK {
             floor_ns += u64::from(floor.timed_run(&p.frame, ingress, 1).expect("floor run").ns);
         }
@@ -462,6 +467,15 @@ fn one_per_call(dp: &Dataplane, floor: &PassProgram, p: &Path, ingress: u32, cal
             let t = dp.timed_run(&p.frame, ingress, 1).expect("run");
             assert_eq!(t.retval, want, "{}: verdict changed during the run", p.name);
             lethe_ns += u64::from(t.ns);
+        }
+        if blocks {
+            let mean = |ns: u64| ns as f64 / f64::from(BLOCK);
+            eprintln!(
+                "block {:.2} {:.2} {}",
+                mean(floor_ns - floor_before),
+                mean(lethe_ns - lethe_before),
+                p.name
+            );
         }
     }
     let n = f64::from(calls.div_ceil(BLOCK) * BLOCK);
