@@ -167,12 +167,12 @@ static __always_inline void *push_outer(struct xdp_md *ctx, const struct packet 
 
 /*
  * Encapsulates the packet to the backend (gue_port 0: IPIP; else GUE to
- * that port) and sets the L2 header from fib. Returns 0, or -1 when the
- * head cannot be moved.
+ * that port) and sets the L2 header: `macs` (see set_macs), the outer
+ * source from fib. Returns 0, or -1 when the head cannot be moved.
  */
 static __always_inline int encap(struct xdp_md *ctx, const struct packet *p,
 				 const struct lethe_backend *be, const struct bpf_fib_lookup *fib,
-				 __u32 hash, __be16 gue_port)
+				 const __u8 *macs, __u32 hash, __be16 gue_port)
 {
 	int gue = gue_port != 0;
 	__u32 olen = encap_len(be->family, gue);
@@ -197,7 +197,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct packet *p,
 		return -1;
 	data_end = (void *)(long)ctx->data_end;
 	eth = l2;
-	set_macs(eth, fib);
+	set_macs(eth, macs);
 
 	if (l3_off == ETH_HLEN) {
 		eth->h_proto = outer_proto;

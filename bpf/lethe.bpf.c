@@ -81,8 +81,13 @@ static __always_inline const struct lethe_vip *index_lookup(const struct packet 
 		if (!e)
 			return NULL;
 		k = (const __u32 *)&e->key;
-		if (!((k[0] ^ p->dst[0]) | (k[1] ^ p->dst[1]) | (k[2] ^ p->dst[2]) |
-		      (k[3] ^ p->dst[3]) | (k[4] ^ tail)))
+		/* An IPv4 key's other address words are zero, as the
+		 * packet's: its tail (family included) and first word say
+		 * it all. */
+		if (p->family == LETHE_AF_INET ? !((k[0] ^ p->dst[0]) | (k[4] ^ tail))
+					       : !((k[0] ^ p->dst[0]) | (k[1] ^ p->dst[1]) |
+						   (k[2] ^ p->dst[2]) | (k[3] ^ p->dst[3]) |
+						   (k[4] ^ tail)))
 			return &e->vip;
 		if (!e->key.family)
 			return NULL;
@@ -165,6 +170,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 {
 	const struct lethe_nat_return *r = find_nat_return(p);
 	struct bpf_fib_lookup fib;
+	const __u8 *macs = NULL;
 	enum lethe_reason why;
 	void *data, *data_end;
 	int action;
@@ -180,7 +186,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 	 * the kernel's too, but rewritten: the kernel resolves the neighbour
 	 * and forwards it, where an untouched reply would reach the client
 	 * from the backend's address and be reset. */
-	why = client_nexthop(ctx, p, &fib);
+	why = client_nexthop(ctx, p, &fib, &macs);
 	if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;
@@ -192,7 +198,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_NO_NEIGH);
 	if (data + sizeof(struct ethhdr) > data_end)
 		return verdict(ctx, p, XDP_DROP, LETHE_R_TRUNC_ETH);
-	set_macs(data, &fib);
+	set_macs(data, macs);
 	action = transmit(ctx, &fib, &why);
 	return verdict(ctx, p, action, why);
 }
@@ -206,6 +212,9 @@ int lethe_xdp(struct xdp_md *ctx)
 	const struct lethe_backend *be;
 	const struct lethe_vip *vip;
 	struct bpf_fib_lookup fib;
+	/* The new MACs (set_macs): a nexthops entry's, or fib_mac_buf's. */
+	const __u8 *macs = NULL;
+	__u8 fib_mac_buf[12] __attribute__((aligned(8)));
 	enum lethe_reason why;
 	struct packet p = { .vip_id = LETHE_NONE, .backend_id = LETHE_NONE };
 	const __u32 *backend_id;
@@ -214,7 +223,7 @@ int lethe_xdp(struct xdp_md *ctx)
 
 	p.ingress = ctx->ingress_ifindex;
 	why = parse(data, data_end, &p);
-	if (why != PARSE_OK)
+	if (unlikely(why != PARSE_OK))
 		return verdict(ctx, &p, reason_action(why), why);
 
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
@@ -248,14 +257,14 @@ int lethe_xdp(struct xdp_md *ctx)
 	case LETHE_MODE_DSR:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 1, &fib);
+		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 1, &fib, &macs);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK)
 			return verdict(ctx, &p, reason_action(why), why);
 		if (data + sizeof(struct ethhdr) > data_end)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
-		set_macs(data, &fib);
+		set_macs(data, macs);
 		break;
 	case LETHE_MODE_IPIP:
 	case LETHE_MODE_GUE: {
@@ -271,7 +280,7 @@ int lethe_xdp(struct xdp_md *ctx)
 		if (src)
 			why = backend_nexthop(ctx, &p, be, *backend_id,
 					      p.l3_len + encap_len(be->family, gue_port != 0), 0,
-					      &fib);
+					      &fib, &macs);
 		else
 			why = nexthop(ctx, &p, be->addr, be->family,
 				      p.l3_len + encap_len(be->family, gue_port != 0), 1, &fib);
@@ -285,14 +294,16 @@ int lethe_xdp(struct xdp_md *ctx)
 			else
 				__builtin_memcpy(fib.ipv6_src, src->addr, 16);
 		}
-		if (encap(ctx, &p, be, &fib, hash, gue_port))
+		if (!src)
+			macs = fib_macs(&fib, fib_mac_buf);
+		if (encap(ctx, &p, be, &fib, macs, hash, gue_port))
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_ENCAP_FAILED);
 		break;
 	}
 	case LETHE_MODE_NAT:
 		if (be->family != p.family)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_BAD_BACKEND);
-		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 0, &fib);
+		why = backend_nexthop(ctx, &p, be, *backend_id, p.l3_len, 0, &fib, &macs);
 		if (why == LETHE_R_FRAG_NEEDED)
 			return answer_too_big(ctx, &p, &fib, 0);
 		if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
@@ -307,7 +318,7 @@ int lethe_xdp(struct xdp_md *ctx)
 			return verdict(ctx, &p, XDP_PASS, LETHE_R_NO_NEIGH);
 		if (data + sizeof(struct ethhdr) > data_end)
 			return verdict(ctx, &p, XDP_DROP, LETHE_R_TRUNC_ETH);
-		set_macs(data, &fib);
+		set_macs(data, macs);
 		break;
 	default:
 		return verdict(ctx, &p, XDP_DROP, LETHE_R_MODE_UNSUPPORTED);

@@ -136,8 +136,7 @@ struct lethe_nexthop {
 	__u32 ingress_ifindex; /* the port the lookup was made from */
 	__u32 ifindex;	       /* egress port */
 	__u32 mtu;	       /* path MTU (the L3 length that still fits) */
-	__u8 smac[6];
-	__u8 dmac[6];
+	__u8 macs[12]; /* destination, then source: as on the wire, 8-aligned */
 	__u8 family;   /* the destination's; 0 = empty */
 	__u8 adjacent; /* the next hop is the destination itself (no gateway) */
 	__u8 _pad[2];
