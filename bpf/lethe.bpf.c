@@ -177,6 +177,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 
 	if (!r)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_NOT_VIP);
+	p->ingress = ctx->ingress_ifindex;
 	p->vip_id = r->vip_id;
 	p->mode = LETHE_MODE_NAT;
 	count(&return_stats, r->vip_id, p->len);
@@ -221,7 +222,6 @@ int lethe_xdp(struct xdp_md *ctx)
 	__u32 zero = 0, hash;
 	int action;
 
-	p.ingress = ctx->ingress_ifindex;
 	why = parse(data, data_end, &p);
 	if (unlikely(why != PARSE_OK))
 		return verdict(ctx, &p, reason_action(why), why);
@@ -236,6 +236,10 @@ int lethe_xdp(struct xdp_md *ctx)
 			return nat_return_path(ctx, &p);
 		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
 	}
+	/* Read only on the paths that need it (next hop, transmit): it is
+	 * three dependent loads (rxq, device, ifindex), a measurable part of
+	 * the cost of a packet that is no VIP's. */
+	p.ingress = ctx->ingress_ifindex;
 	p.vip_id = vip->vip_id;
 	p.mode = vip->mode;
 	if (vip->event_sample_rate)
