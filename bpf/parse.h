@@ -157,11 +157,10 @@ static __always_inline enum lethe_reason parse_icmp(void *data, void *data_end, 
 	return parse_icmp_inner(data, data_end, p, icmp + ICMP_HLEN);
 }
 
-/* Why an IPv4 header fails ipv4_usual(): its rules in order, the first it
- * breaks. */
+/* Why ipv4_unusual() refused an IPv4 header: its rules in order, the
+ * first the header breaks (none of the others: the protocol). */
 static __always_inline enum lethe_reason ipv4_reason(__u8 version_ihl, __u32 tot_len,
-						     __be16 frag_off, __u8 proto,
-						     const struct packet *p)
+						     __be16 frag_off, const struct packet *p)
 {
 	__u32 ihl = version_ihl & 0xf;
 
@@ -216,7 +215,7 @@ static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 	saddr = iph->saddr;
 	daddr = iph->daddr;
 	if (unlikely(ipv4_unusual(version_ihl, tot_len, frag_off, proto, p)))
-		return ipv4_reason(version_ihl, tot_len, frag_off, proto, p);
+		return ipv4_reason(version_ihl, tot_len, frag_off, p);
 
 	p->family = LETHE_AF_INET;
 	p->proto = proto;
