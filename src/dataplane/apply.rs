@@ -4,7 +4,9 @@
 //! 1. backend records are written under fresh ids before any table names
 //!    them, and never rewritten while a published table may name them;
 //! 2. a table is filled unpublished and swapped in with one map update;
-//!    the kernel waits for running programs before that update returns;
+//!    the kernel waits for running programs before that update returns.
+//!    The new tables of a change go live together, one batched update per
+//!    outer map, so a change of many VIPs waits once, not once per table;
 //! 3. VIP records are published after their tables, so a new VIP never
 //!    matches without a table: all of them at once, by writing vip_index's
 //!    spare half and flipping it live (`vip_index`); the `vips` map, which
@@ -425,9 +427,7 @@ impl Installed {
             // Now, so their ids are free for the VIPs added below.
             self.publish_index(maps)?;
         }
-        for planned in &plan.vips {
-            resourced += self.upsert_vip(maps, planned, resolve_sources)?;
-        }
+        resourced += self.upsert_vips(maps, &plan.vips, resolve_sources)?;
         self.publish_index(maps)?;
         for (k, _) in self.nat_wanted(plan) {
             let v = self.nat_record(plan, &k);
@@ -583,14 +583,97 @@ impl Installed {
         Ok(())
     }
 
-    /// Installs or updates one VIP; returns how many of its backends got a
-    /// new outer source (see `apply_with`).
-    fn upsert_vip(
+    /// Installs or updates the planned VIPs, in groups: each group's
+    /// backend records and tables are made first, then all its new tables
+    /// go live with one batched update of each outer map, then its VIP
+    /// records follow. The kernel waits for running programs once per
+    /// batched update, not once per table: a change of 100 VIPs waited
+    /// ~100 grace periods (~1.2 s here) table by table. A group holds at
+    /// most PUBLISH_BATCH_BYTES of new tables, which exist beside the ones
+    /// they replace until the update. Returns how many backends got a new
+    /// outer source (see `apply_with`).
+    fn upsert_vips(
+        &mut self,
+        maps: &Maps<'_>,
+        planned: &[PlannedVip],
+        resolve_sources: bool,
+    ) -> Result<usize, DataplaneError> {
+        let mut resourced = 0;
+        let mut rest = planned;
+        while !rest.is_empty() {
+            let mut staged: Vec<StagedVip> = Vec::new();
+            let mut bytes = 0;
+            while let Some((vip, tail)) = rest.split_first() {
+                if bytes >= PUBLISH_BATCH_BYTES {
+                    break;
+                }
+                match self.stage_vip(maps, vip, resolve_sources) {
+                    Ok(s) => {
+                        if let TableChange::Publish(map) = &s.table {
+                            bytes += map.max_entries() as usize * TABLE_ELEM_BYTES;
+                        }
+                        staged.push(s);
+                    }
+                    Err(e) => {
+                        self.unstage(staged);
+                        return Err(e);
+                    }
+                }
+                rest = tail;
+            }
+            if let Err(e) = self.publish_staged(maps, &staged) {
+                // Some of the tables may be live: their VIPs' next apply
+                // (the restore that follows a failed change) republishes
+                // them, and the ids they may name stay taken.
+                for s in &staged {
+                    if matches!(s.table, TableChange::Publish(_)) {
+                        if let Some(v) = self.vips.get_mut(&s.key) {
+                            v.slots.clear();
+                        }
+                    }
+                }
+                return Err(e);
+            }
+            for s in staged {
+                resourced += self.commit_vip(maps, s)?;
+            }
+        }
+        Ok(resourced)
+    }
+
+    /// Gives back the ids staged VIPs took for new backend records: no
+    /// published table names them yet.
+    fn unstage(&mut self, staged: Vec<StagedVip>) {
+        for s in staged {
+            for id in s.fresh {
+                self.backend_ids.give_back(id);
+            }
+        }
+    }
+
+    /// Puts every staged new table live: one batched update per outer map,
+    /// each returning once no running program can still read what it
+    /// replaced.
+    fn publish_staged(&self, maps: &Maps<'_>, staged: &[StagedVip]) -> Result<(), DataplaneError> {
+        let tables: Vec<(u32, &MapHandle)> = staged
+            .iter()
+            .filter_map(|s| match &s.table {
+                TableChange::Publish(map) => Some((s.record.table_id, map)),
+                _ => None,
+            })
+            .collect();
+        maps.tables.publish_all(&tables)
+    }
+
+    /// Writes a VIP's backend records and makes its new table, unpublished;
+    /// changes nothing the program reads. A new VIP gets its id (and is
+    /// installed with no table).
+    fn stage_vip(
         &mut self,
         maps: &Maps<'_>,
         planned: &PlannedVip,
         resolve_sources: bool,
-    ) -> Result<usize, DataplaneError> {
+    ) -> Result<StagedVip, DataplaneError> {
         let mut resourced = 0;
         let key = planned.key();
         let is_new = !self.vips.contains_key(&key);
@@ -689,7 +772,7 @@ impl Installed {
             .iter()
             .map(|&i| ids[i as usize])
             .collect();
-        let v = self.vips.get_mut(&key).expect("inserted above");
+        let v = &self.vips[&key];
         let size = planned.vip.table_size;
         let fixed = table::is_fixed(size as usize);
         let mut record = lethe_vip {
@@ -709,24 +792,59 @@ impl Installed {
             record.table_id ^= 1;
             retired_table = Some(v.record.table_id);
         }
-        // Filled below: a table slot pending retirement is not retired.
-        self.retiring.tables.retain(|&t| t != record.table_id);
-        if slots.is_empty() {
-            if !v.slots.is_empty() {
-                maps.tables.remove(v.record.table_id)?;
+        let table = if slots.is_empty() {
+            if v.slots.is_empty() {
+                TableChange::Keep
+            } else {
+                TableChange::Remove
             }
         } else if slots != v.slots || retired_table.is_some() {
-            let map = table::create(&slots)?;
-            maps.tables.publish(record.table_id, &map)?;
+            match table::create(&slots) {
+                Ok(map) => TableChange::Publish(map),
+                Err(e) => {
+                    for id in fresh {
+                        self.backend_ids.give_back(id);
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            TableChange::Keep
+        };
+        Ok(StagedVip {
+            key,
+            is_new,
+            fresh,
+            next,
+            slots,
+            record,
+            retired_table,
+            table,
+            resourced,
+        })
+    }
+
+    /// Finishes a staged VIP once its new table is live: its record, then
+    /// the ids nothing references any more.
+    fn commit_vip(&mut self, maps: &Maps<'_>, s: StagedVip) -> Result<usize, DataplaneError> {
+        let v = self
+            .vips
+            .get_mut(&s.key)
+            .expect("staged VIPs are installed");
+        let record = s.record;
+        // Filled now: a table slot pending retirement is not retired.
+        self.retiring.tables.retain(|&t| t != record.table_id);
+        if matches!(s.table, TableChange::Remove) {
+            maps.tables.remove(v.record.table_id)?;
         }
-        v.slots = slots;
+        v.slots = s.slots;
 
         // 3. The VIP record, once its table is in place: in `vips` now, in
         // the index at the next publish_index.
-        if is_new || record.as_bytes() != v.record.as_bytes() {
+        if s.is_new || record.as_bytes() != v.record.as_bytes() {
             maps.vips
                 .update(
-                    records::vip_key(&key).as_bytes(),
+                    records::vip_key(&s.key).as_bytes(),
                     record.as_bytes(),
                     MapFlags::ANY,
                 )
@@ -734,26 +852,58 @@ impl Installed {
             v.record = record;
         }
 
-        // 4. Release ids no longer referenced: the table update above has
-        // waited out every packet that could still read them, unless the
-        // live index still leads to the old table (a new size): then they
+        // 4. Release ids no longer referenced: the table update has waited
+        // out every packet that could still read them, unless the live
+        // index still leads to the old table (a new size): then they
         // retire with it after the next flip.
         let released: Vec<u32> = v
             .backends
             .iter()
-            .filter(|(addr, b)| next.get(*addr) != Some(*b))
+            .filter(|(addr, b)| s.next.get(*addr) != Some(*b))
             .map(|(_, b)| b.id)
             .collect();
-        v.backends = next;
-        match retired_table {
+        v.backends = s.next;
+        match s.retired_table {
             Some(old) => {
                 self.retiring.tables.push(old);
                 self.retiring.backend_ids.extend(released);
             }
             None => release_backends(maps, &mut self.backend_ids, released)?,
         }
-        Ok(resourced)
+        Ok(s.resourced)
     }
+}
+
+/// New tables made before a batched publish: at most this many bytes of
+/// them (the kernel's, 8 per slot) exist at once beside the tables they
+/// replace. 64 tables of 65537 slots.
+const PUBLISH_BATCH_BYTES: usize = 32 << 20;
+const TABLE_ELEM_BYTES: usize = 8;
+
+/// What a staged VIP's table needs.
+enum TableChange {
+    /// Nothing: the published table (or its absence) is right.
+    Keep,
+    /// This new table, published as the record's table id.
+    Publish(MapHandle),
+    /// The published table goes: the VIP has no backend in it.
+    Remove,
+}
+
+/// A VIP between `stage_vip` and `commit_vip`.
+struct StagedVip {
+    key: VipKey,
+    is_new: bool,
+    /// Ids taken for new backend records.
+    fresh: Vec<u32>,
+    next: HashMap<IpAddr, InstalledBackend>,
+    /// The table in backend ids, as it is once committed.
+    slots: Vec<u32>,
+    record: lethe_vip,
+    /// The table id the record leaves (a new size).
+    retired_table: Option<u32>,
+    table: TableChange,
+    resourced: usize,
 }
 
 #[cfg(test)]

@@ -98,14 +98,40 @@ impl Tables<'_> {
         }
     }
 
-    /// Publishes `table` (from `create`) as table `table_id` in the outer
-    /// map of its size; see `publish`.
-    pub fn publish(&self, table_id: u32, table: &MapHandle) -> Result<(), DataplaneError> {
-        publish(
-            self.outer(is_fixed(table.max_entries() as usize)),
-            table_id,
-            table,
-        )
+    /// Publishes each `(table_id, table)` (from `create`) in the outer map
+    /// of its size, with one batched update per outer map: the kernel
+    /// waits for running programs once per update (as for `publish`), not
+    /// once per table. Table ids are distinct. A kernel without batched
+    /// updates of array-of-maps gets them one by one.
+    pub fn publish_all(&self, tables: &[(u32, &MapHandle)]) -> Result<(), DataplaneError> {
+        for fixed in [false, true] {
+            let group: Vec<&(u32, &MapHandle)> = tables
+                .iter()
+                .filter(|(_, t)| is_fixed(t.max_entries() as usize) == fixed)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let keys: Vec<u8> = group.iter().flat_map(|(id, _)| id.to_ne_bytes()).collect();
+            let fds: Vec<u8> = group
+                .iter()
+                .flat_map(|(_, t)| (t.as_fd().as_raw_fd() as u32).to_ne_bytes())
+                .collect();
+            let outer = self.outer(fixed);
+            let batched = outer.update_batch(
+                &keys,
+                &fds,
+                group.len() as u32,
+                MapFlags::ANY,
+                MapFlags::ANY,
+            );
+            if batched.is_err() {
+                for (id, table) in group {
+                    publish(outer, *id, table)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Unpublishes table `table_id` from both outer maps.
@@ -159,4 +185,50 @@ pub fn read(tables: &dyn MapCore, table_id: u32) -> Result<Option<Vec<u32>>, Dat
         .map(|e| u32::from_ne_bytes(e[..4].try_into().expect("4 bytes")))
         .collect();
     Ok(Some(slots))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An array-of-maps of `n` entries taking tables of any size, as
+    /// `tables` does.
+    fn outer(n: u32) -> MapHandle {
+        let template = create(&[0; 3]).unwrap();
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            inner_map_fd: template.as_fd().as_raw_fd() as u32,
+            ..Default::default()
+        };
+        MapHandle::create(MapType::ArrayOfMaps, Some("outer"), 4, 4, n, &opts).unwrap()
+    }
+
+    #[test]
+    #[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+    fn publish_all_publishes_every_table_or_says_which_failed() {
+        let sized = outer(4);
+        let fixed = outer(4);
+        let tables = Tables {
+            sized: &sized,
+            fixed: &fixed,
+        };
+        let made: Vec<(u32, MapHandle)> = [(0, 5u32), (2, 7), (3, 9)]
+            .into_iter()
+            .map(|(id, first)| (id, create(&[first, 1, 2]).unwrap()))
+            .collect();
+        let refs: Vec<(u32, &MapHandle)> = made.iter().map(|(id, m)| (*id, m)).collect();
+        tables.publish_all(&refs).unwrap();
+        for (id, first) in [(0, 5), (2, 7), (3, 9)] {
+            assert_eq!(tables.read(id, false).unwrap(), Some(vec![first, 1, 2]));
+        }
+        assert_eq!(tables.read(1, false).unwrap(), None);
+
+        // Table id 4 is past the outer map: an error naming the publish,
+        // and the tables before it are in place.
+        let again = create(&[8, 8, 8]).unwrap();
+        let bad = create(&[6, 6, 6]).unwrap();
+        let err = tables.publish_all(&[(1, &again), (4, &bad)]).unwrap_err();
+        assert!(err.to_string().contains("tables"), "{err}");
+        assert_eq!(tables.read(1, false).unwrap(), Some(vec![8, 8, 8]));
+    }
 }
