@@ -102,6 +102,9 @@ fn table_inputs(v: &Vip, down: &Down) -> TableInputs {
     (v.table_size, weighted, down)
 }
 
+/// A built table and whether it failed open, or why it could not be built.
+type Built = Result<(MaglevTable, bool), maglev::MaglevError>;
+
 /// The table for `inputs`, and whether it failed open.
 ///
 /// Health never reshuffles healthy backends' flows: the base table is built
@@ -110,7 +113,7 @@ fn table_inputs(v: &Vip, down: &Down) -> TableInputs {
 /// Healthy backends keep every slot they had, the down backend's slots
 /// spread over them by weight, and when it comes back it gets exactly its
 /// slots back.
-fn build_table(inputs: &TableInputs) -> Result<(MaglevTable, bool), maglev::MaglevError> {
+fn build_table(inputs: &TableInputs) -> Built {
     let (size, weighted, down) = inputs;
     let base = maglev::build(weighted, *size)?;
     if down.is_empty() {
@@ -153,6 +156,49 @@ fn build_table(inputs: &TableInputs) -> Result<(MaglevTable, bool), maglev::Magl
     ))
 }
 
+/// Builds the tables for `inputs`, in order, on up to one thread per CPU:
+/// tables are independent, and a configuration of 100 VIPs builds 100 of
+/// them (~130 ms on one core of a 2 GHz Zen 1). One table is built on the
+/// calling thread.
+fn build_tables(inputs: &[&TableInputs]) -> Vec<Built> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(inputs.len());
+    if threads <= 1 {
+        return inputs.iter().map(|i| build_table(i)).collect();
+    }
+    // Each thread takes the next table not yet taken: sizes and backend
+    // counts differ, so fixed shares would leave threads idle.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<Built>> = (0..inputs.len()).map(|_| None).collect();
+    let done: Vec<Vec<(usize, Built)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(input) = inputs.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, build_table(input)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a table build panicked"))
+            .collect()
+    });
+    for (i, r) in done.into_iter().flatten() {
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.expect("every table built"))
+        .collect()
+}
+
 impl Plan {
     /// Validates `config` and builds every VIP's table, all backends up.
     pub fn new(config: &Config) -> Result<Plan, ConfigError> {
@@ -166,37 +212,46 @@ impl Plan {
     pub fn update(&self, config: &Config, down: &Down) -> Result<Plan, ConfigError> {
         config.validate()?;
         let started = Instant::now();
-        let mut built = 0;
-        let vips = config
+        let inputs: Vec<TableInputs> = config.vips.iter().map(|v| table_inputs(v, down)).collect();
+        let reused: Vec<Option<(Arc<MaglevTable>, bool)>> = config
             .vips
             .iter()
-            .map(|v| {
-                let inputs = table_inputs(v, down);
-                let reuse = self
-                    .vips
+            .zip(&inputs)
+            .map(|(v, inputs)| {
+                self.vips
                     .iter()
-                    .find(|p| p.vip.name == v.name && table_inputs(&p.vip, &p.down_set()) == inputs)
-                    .map(|p| (p.table.clone(), p.failed_open));
-                let (table, failed_open) = match reuse {
-                    Some(t) => t,
-                    None => {
-                        built += 1;
-                        let (t, failed_open) =
-                            build_table(&inputs).map_err(|problem| ConfigError::Table {
-                                vip: v.name.clone(),
-                                problem,
-                            })?;
-                        (Arc::new(t), failed_open)
-                    }
-                };
-                Ok(PlannedVip {
-                    vip: v.clone(),
-                    table,
-                    down: inputs.2,
-                    failed_open,
-                })
+                    .find(|p| {
+                        p.vip.name == v.name && table_inputs(&p.vip, &p.down_set()) == *inputs
+                    })
+                    .map(|p| (p.table.clone(), p.failed_open))
             })
-            .collect::<Result<_, ConfigError>>()?;
+            .collect();
+        let wanted: Vec<usize> = (0..inputs.len()).filter(|&i| reused[i].is_none()).collect();
+        let mut built =
+            build_tables(&wanted.iter().map(|&i| &inputs[i]).collect::<Vec<_>>()).into_iter();
+        let mut vips = Vec::with_capacity(config.vips.len());
+        for ((v, inputs), reused) in config.vips.iter().zip(inputs).zip(reused) {
+            let (table, failed_open) = match reused {
+                Some(t) => t,
+                None => {
+                    let (t, failed_open) = built
+                        .next()
+                        .expect("one build per table not reused")
+                        .map_err(|problem| ConfigError::Table {
+                            vip: v.name.clone(),
+                            problem,
+                        })?;
+                    (Arc::new(t), failed_open)
+                }
+            };
+            vips.push(PlannedVip {
+                vip: v.clone(),
+                table,
+                down: inputs.2,
+                failed_open,
+            });
+        }
+        let built = wanted.len();
         let mut nat_returns = std::collections::HashMap::new();
         for (i, v) in config.vips.iter().enumerate() {
             if v.mode == crate::abi::Mode::Nat {
@@ -278,6 +333,43 @@ mod tests {
                 ..Plan::new(&c).unwrap()
             }
         );
+    }
+
+    /// Tables built on several threads land with their own VIPs: each is
+    /// the table of that VIP's backends, with reused tables among them.
+    #[test]
+    fn tables_built_together_belong_to_their_vips() {
+        let vip = |i: u32, n: u32| {
+            let size = [251, 7919, 65537][i as usize % 3];
+            let backends: Vec<serde_json::Value> = (0..n)
+                .map(|b| serde_json::json!({"address": format!("10.1.{i}.{b}"), "weight": b % 3 + 1}))
+                .collect();
+            serde_json::json!({"name": format!("v{i}"), "address": format!("10.0.0.{i}"),
+                "port": 80, "protocol": "tcp", "table_size": size,
+                "backends": backends})
+        };
+        let config = |sizes: &[u32]| -> Config {
+            let vips: Vec<_> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| vip(i as u32, n))
+                .collect();
+            serde_json::from_value(serde_json::json!({ "vips": vips })).unwrap()
+        };
+        let first = Plan::new(&config(&[3, 1, 40, 7, 2, 100, 5, 9, 1])).unwrap();
+        // Every other VIP changes: five tables built, four reused.
+        let c = config(&[4, 1, 41, 7, 3, 100, 6, 9, 2]);
+        let second = first.update(&c, &Down::new()).unwrap();
+        assert_eq!(second.tables_built, 5);
+        for (v, planned) in c.vips.iter().zip(&second.vips) {
+            let (_, weighted, _) = table_inputs(v, &Down::new());
+            assert_eq!(
+                *planned.table,
+                maglev::build(&weighted, v.table_size).unwrap(),
+                "{}",
+                v.name
+            );
+        }
     }
 
     fn three() -> Config {
