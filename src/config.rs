@@ -5,7 +5,7 @@
 //! backend's address has a default. [`Config::validate`] is pure: it takes
 //! the document and says what is wrong with it, before anything is touched.
 
-use std::collections::HashSet;
+use crate::fast_hash::{FastMap, FastSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -401,7 +401,7 @@ impl Vip {
         self.health_check
             .validate()
             .map_err(|why| ConfigError::BadHealthCheck { vip: vip(), why })?;
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::with_capacity_and_hasher(self.backends.len(), Default::default());
         for b in &self.backends {
             check_address("backend", &b.address)?;
             if !seen.insert(b.address) {
@@ -470,11 +470,9 @@ impl Config {
                 max: MAX_TOTAL_BACKENDS,
             });
         }
-        let mut names = HashSet::new();
-        let mut keys: std::collections::HashMap<(IpAddr, u16, Protocol), &str> =
-            std::collections::HashMap::new();
-        let mut nat_backends: std::collections::HashMap<(IpAddr, u16, Protocol), &str> =
-            std::collections::HashMap::new();
+        let mut names = FastSet::default();
+        let mut keys: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
+        let mut nat_backends: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
         for v in &self.vips {
             v.validate()?;
             if !names.insert(v.name.as_str()) {

@@ -16,6 +16,7 @@ pub mod decap;
 pub mod doctor;
 pub mod edit;
 pub mod events;
+pub mod fast_hash;
 pub mod flow_hash;
 pub mod health;
 pub mod maglev;

@@ -218,10 +218,14 @@ impl Plan {
             .iter()
             .zip(&inputs)
             .map(|(v, inputs)| {
+                // Equal inputs need as many backends (and sorting a VIP's
+                // 1000 backends to compare costs ~50 us).
                 self.vips
                     .iter()
                     .find(|p| {
-                        p.vip.name == v.name && table_inputs(&p.vip, &p.down_set()) == *inputs
+                        p.vip.name == v.name
+                            && p.vip.backends.len() == v.backends.len()
+                            && table_inputs(&p.vip, &p.down_set()) == *inputs
                     })
                     .map(|p| (p.table.clone(), p.failed_open))
             })

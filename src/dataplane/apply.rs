@@ -32,6 +32,7 @@ use super::records::{
 use super::vip_index::{self, VipIndex};
 use super::{table, DataplaneError};
 use crate::abi::{self, MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
+use crate::fast_hash::FastMap;
 use crate::plan::{Plan, PlannedVip, VipKey};
 
 pub struct Maps<'a> {
@@ -112,7 +113,7 @@ struct InstalledVip {
     record: lethe_vip,
     /// Backend ids as published, slot by slot; empty = no table published.
     slots: Vec<u32>,
-    backends: HashMap<IpAddr, InstalledBackend>,
+    backends: FastMap<IpAddr, InstalledBackend>,
 }
 
 /// What waits for the next vip_index flip before it is released: table
@@ -145,10 +146,13 @@ pub struct Installed {
     filter: Vec<u64>,
     /// nat_returns entries, by (backend, port, protocol).
     nat: HashMap<VipKey, lethe_nat_return>,
-    vips: HashMap<VipKey, InstalledVip>,
+    vips: FastMap<VipKey, InstalledVip>,
     vip_ids: IdPool,
     backend_ids: IdPool,
     retiring: Retiring,
+    /// A table map of the fixed size, made after a change for the next
+    /// one to fill (see `table::Blank`).
+    spare: Option<table::Blank>,
 }
 
 impl Default for Installed {
@@ -157,10 +161,11 @@ impl Default for Installed {
             config: None,
             filter: vec![0; FILTER_WORDS_ALL],
             nat: HashMap::new(),
-            vips: HashMap::new(),
+            vips: FastMap::default(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
             backend_ids: IdPool::new("backend", MAX_BACKENDS),
             retiring: Retiring::default(),
+            spare: None,
         }
     }
 }
@@ -269,7 +274,7 @@ impl Installed {
                     vip_id: record.vip_id,
                     record,
                     slots,
-                    backends: HashMap::new(),
+                    backends: FastMap::default(),
                 },
             );
         }
@@ -455,6 +460,11 @@ impl Installed {
             self.config = Some(cfg);
         }
         self.write_filter(maps, &filter)?;
+        // This change is in the maps: ready the next one's table now. On
+        // failure the next change makes its own, and reports the error.
+        if self.spare.is_none() {
+            self.spare = table::Blank::new(abi::FIXED_TABLE_SIZE as usize).ok();
+        }
         Ok(resourced)
     }
 
@@ -695,7 +705,7 @@ impl Installed {
                         ..Default::default()
                     },
                     slots: Vec::new(),
-                    backends: HashMap::new(),
+                    backends: FastMap::default(),
                 },
             );
         }
@@ -705,11 +715,13 @@ impl Installed {
         // address: resolved when the record is written, again for a kept
         // one without it (it may resolve now), and for all when asked.
         let encap = matches!(planned.mode(), abi::Mode::Ipip | abi::Mode::Gue);
-        let mut next: HashMap<IpAddr, InstalledBackend> = HashMap::new();
+        let mut next: FastMap<IpAddr, InstalledBackend> =
+            FastMap::with_capacity_and_hasher(planned.vip.backends.len(), Default::default());
         let mut fresh = Vec::new();
+        let before = &self.vips[&key];
         for b in &planned.vip.backends {
             let port = planned.vip.backend_port(b);
-            let current = self.vips[&key].backends.get(&b.address).copied();
+            let current = before.backends.get(&b.address).copied();
             let wanted_src = match current {
                 _ if !encap => None,
                 Some(cur) if cur.port == port && cur.src.is_some() && !resolve_sources => cur.src,
@@ -723,12 +735,8 @@ impl Installed {
                     }
                     let id = self.backend_ids.take()?;
                     fresh.push(id);
-                    let rec = records::backend(
-                        &b.address,
-                        port,
-                        self.vips[&key].vip_id,
-                        wanted_src.is_some(),
-                    );
+                    let rec =
+                        records::backend(&b.address, port, before.vip_id, wanted_src.is_some());
                     let src_written = match wanted_src {
                         Some(src) => maps
                             .backend_srcs
@@ -799,7 +807,14 @@ impl Installed {
                 TableChange::Remove
             }
         } else if slots != v.slots || retired_table.is_some() {
-            match table::create(&slots) {
+            let made = match self.spare.take() {
+                Some(blank) if blank.size() == slots.len() => Ok(blank.fill(&slots)),
+                other => {
+                    self.spare = other;
+                    table::create(&slots)
+                }
+            };
+            match made {
                 Ok(map) => TableChange::Publish(map),
                 Err(e) => {
                     for id in fresh {
@@ -896,7 +911,7 @@ struct StagedVip {
     is_new: bool,
     /// Ids taken for new backend records.
     fresh: Vec<u32>,
-    next: HashMap<IpAddr, InstalledBackend>,
+    next: FastMap<IpAddr, InstalledBackend>,
     /// The table in backend ids, as it is once committed.
     slots: Vec<u32>,
     record: lethe_vip,

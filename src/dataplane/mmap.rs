@@ -33,6 +33,26 @@ impl MapMmap {
         writable: bool,
         what: &'static str,
     ) -> Result<MapMmap, DataplaneError> {
+        Self::with_flags(fd, len, writable, 0, what)
+    }
+
+    /// `new`, with the pages faulted in now (MAP_POPULATE): writing them
+    /// later costs no page fault.
+    pub fn populated(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<MapMmap, DataplaneError> {
+        Self::with_flags(fd, len, true, libc::MAP_POPULATE, what)
+    }
+
+    fn with_flags(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        writable: bool,
+        flags: libc::c_int,
+        what: &'static str,
+    ) -> Result<MapMmap, DataplaneError> {
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -45,7 +65,7 @@ impl MapMmap {
                 std::ptr::null_mut(),
                 len,
                 prot,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | flags,
                 fd.as_raw_fd(),
                 0,
             )
@@ -80,6 +100,23 @@ impl MapMmap {
                 self.base.as_ptr().add(offset),
                 bytes.len(),
             )
+        }
+    }
+
+    /// Stores `words` one after the other from `offset` (8-aligned): one
+    /// bounds check for all, where `write` checks each.
+    pub fn write_u64s(&self, offset: usize, words: impl ExactSizeIterator<Item = u64>) {
+        assert!(
+            offset % 8 == 0 && offset + words.len() * 8 <= self.len,
+            "unaligned or past the mapping"
+        );
+        // SAFETY: in bounds and 8-aligned (checked; the mapping is
+        // page-aligned), writable as `write`; `take` keeps an iterator
+        // that lies about its length inside what was checked.
+        let at = unsafe { self.base.as_ptr().add(offset).cast::<u64>() };
+        let n = words.len();
+        for (i, w) in words.take(n).enumerate() {
+            unsafe { at.add(i).write(w) };
         }
     }
 
