@@ -113,11 +113,10 @@ type Built = Result<(MaglevTable, bool), maglev::MaglevError>;
 /// Healthy backends keep every slot they had, the down backend's slots
 /// spread over them by weight, and when it comes back it gets exactly its
 /// slots back.
-fn build_table(inputs: &TableInputs) -> Built {
+fn build_table(inputs: &TableInputs, spread: bool) -> Built {
     let (size, weighted, down) = inputs;
-    let base = maglev::build(weighted, *size)?;
     if down.is_empty() {
-        return Ok((base, false));
+        return Ok((maglev::build(weighted, *size)?, false));
     }
     let healthy: Vec<WeightedBackend> = weighted
         .iter()
@@ -125,9 +124,26 @@ fn build_table(inputs: &TableInputs) -> Built {
         .copied()
         .collect();
     if healthy.iter().all(|b| b.weight == 0) {
-        return Ok((base, true));
+        return Ok((maglev::build(weighted, *size)?, true));
     }
-    let fallback = maglev::build(&healthy, *size)?;
+    // Two tables, independent: on two CPUs when asked (`spread`: no other
+    // build runs beside this one) and there are. A VIP with a backend down
+    // builds both on every change of it (~1.4 ms each for 1000 backends on
+    // a 2 GHz Zen 1).
+    let (base, fallback) =
+        if spread && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            std::thread::scope(|scope| {
+                let fallback = scope.spawn(|| maglev::build(&healthy, *size));
+                let base = maglev::build(weighted, *size);
+                (base, fallback.join().expect("a table build panicked"))
+            })
+        } else {
+            (
+                maglev::build(weighted, *size),
+                maglev::build(&healthy, *size),
+            )
+        };
+    let (base, fallback) = (base?, fallback?);
     let index: std::collections::HashMap<IpAddr, u32> = fallback
         .backends
         .iter()
@@ -165,7 +181,7 @@ fn build_tables(inputs: &[&TableInputs]) -> Vec<Built> {
         .map_or(1, |n| n.get())
         .min(inputs.len());
     if threads <= 1 {
-        return inputs.iter().map(|i| build_table(i)).collect();
+        return inputs.iter().map(|i| build_table(i, true)).collect();
     }
     // Each thread takes the next table not yet taken: sizes and backend
     // counts differ, so fixed shares would leave threads idle.
@@ -181,7 +197,7 @@ fn build_tables(inputs: &[&TableInputs]) -> Vec<Built> {
                         let Some(input) = inputs.get(i) else {
                             return mine;
                         };
-                        mine.push((i, build_table(input)));
+                        mine.push((i, build_table(input, false)));
                     }
                 })
             })
@@ -373,6 +389,21 @@ mod tests {
                 "{}",
                 v.name
             );
+        }
+
+        // With backends down, each table is two builds merged: the same
+        // whether the two run side by side or one after the other.
+        let down: Down = [(0, 1), (2, 7), (3, 0), (5, 42)]
+            .into_iter()
+            .map(|(v, b)| (format!("v{v}"), format!("10.1.{v}.{b}").parse().unwrap()))
+            .collect();
+        let third = second.update(&c, &down).unwrap();
+        assert_eq!(third.tables_built, 4);
+        for (v, planned) in c.vips.iter().zip(&third.vips) {
+            let inputs = table_inputs(v, &down);
+            let (alone, _) = build_table(&inputs, false).unwrap();
+            assert_eq!(*planned.table, alone, "{}", v.name);
+            assert_eq!(build_table(&inputs, true).unwrap().0, alone, "{}", v.name);
         }
     }
 
