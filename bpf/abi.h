@@ -195,6 +195,25 @@ struct lethe_vip_index_ctl {
 #define LETHE_FILTER_NAT LETHE_FILTER_WORDS
 
 /*
+ * quick_filter: the program's first test, before it parses anything. Two
+ * bitmaps of LETHE_QUICK_BITS bits, one bit per address hash (quick_bit in
+ * hash.h): the VIP addresses (tested with a packet's destination) and the
+ * nat backends (tested with its source). A packet whose two bits are clear
+ * is no VIP's and no nat backend's: it is passed at once (see
+ * quick_not_vip in lethe.bpf.c). A hash of its own, cheaper than
+ * addr_bit's fold for IPv6 and free to differ from it, because the bitmap
+ * is global data (the .data.quick section): the program reads it with a
+ * load, not a map lookup, and each loaded program has its own. It is not
+ * pinned; the control plane fills it from the configuration it adopts
+ * before it attaches the program, and after that like addr_filter: a bit
+ * is set before anything needs it and cleared after.
+ */
+#define LETHE_QUICK_BITS 65536
+#define LETHE_QUICK_WORDS (LETHE_QUICK_BITS / 64)
+#define LETHE_QUICK_VIP 0
+#define LETHE_QUICK_NAT LETHE_QUICK_WORDS
+
+/*
  * nat_returns: the stateless return path of nat VIPs. Keyed like a VIP
  * (struct lethe_vip_key) by backend address, backend port (0: the VIP takes
  * every port, ports are kept) and protocol; says which VIP address and port

@@ -58,6 +58,22 @@ static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
 	return (addr_fold(a, family) * 0x9E3779B1U) >> 16;
 }
 
+/* The bit of an address in a quick_filter bitmap (see LETHE_QUICK_BITS in
+ * abi.h): the address's 4 bytes as one little-endian word, or the XOR of
+ * its two 8-byte halves, times a 64-bit odd constant (XXH64's second
+ * prime), top 16 bits. Rust twin: flow_hash::quick_bit. */
+#define LH_QUICK 0xC2B2AE3D27D4EB4FULL
+
+static __always_inline __u32 quick_bit4(__u32 a)
+{
+	return ((__u64)a * LH_QUICK) >> 48;
+}
+
+static __always_inline __u32 quick_bit6(const __u64 *a)
+{
+	return ((a[0] ^ a[1]) * LH_QUICK) >> 48;
+}
+
 /* The bit of a VIP key (folded address, port as in the header, protocol)
  * in its address's addr_filter word (see LETHE_FILTER_BITS in abi.h).
  * Rust twin: flow_hash::key_bit. */

@@ -23,6 +23,7 @@ pub mod maglev;
 pub mod model;
 pub mod neighbours;
 pub mod plan;
+pub mod quick_filter;
 pub mod route_watch;
 pub mod serve;
 pub mod store;

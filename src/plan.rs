@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::abi::{Mode, VIP_F_STICKY};
 use crate::config::{Config, ConfigError, Protocol, Vip};
 use crate::maglev::{self, MaglevTable, WeightedBackend};
+use crate::quick_filter::QuickFilter;
 
 /// What a VIP is matched on: destination address, port (0 = all) and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +79,8 @@ pub struct Plan {
     /// The nat return path: (backend, backend port, protocol) -> index of
     /// its VIP in `vips`. Port 0: the VIP takes every port.
     pub nat_returns: std::collections::HashMap<(IpAddr, u16, Protocol), usize>,
+    /// The program's first test for these VIPs and nat backends.
+    pub quick: QuickFilter,
 }
 
 /// What a table is a function of: size, (address, weight) pairs in address
@@ -280,6 +283,10 @@ impl Plan {
                 }
             }
         }
+        let quick = QuickFilter::new(
+            config.vips.iter().map(|v| v.address),
+            nat_returns.keys().map(|k| k.0),
+        );
         Ok(Plan {
             hash_seed: config.hash_seed,
             gue_port: config.gue_port,
@@ -287,6 +294,7 @@ impl Plan {
             build_time: started.elapsed(),
             tables_built: built,
             nat_returns,
+            quick,
         })
     }
 

@@ -376,3 +376,64 @@ fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
         agree(&dp, &topo, &plan, 20);
     });
 }
+
+/// quick_filter, the program's first test, follows the plan both ways.
+/// While a VIP has an address (or a nat VIP a backend), a flawed packet to
+/// that address (from that backend) is parsed and its flaw found; once the
+/// VIP is gone, the same packet leaves at the first test as no VIP's.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn the_first_test_follows_vip_addresses_and_nat_backends() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let lt0 = topo.ifindex("lt0");
+        let mac = topo.iface_mac("lt0");
+        let dp = Dataplane::load().unwrap();
+        // IP length one byte beyond the frame.
+        let flawed = |src: &str, dst: &str| {
+            let mut f = Flow::tcp(src, 5353, dst, 80).frame(mac);
+            // IPv6 payload length, or IPv4 total length.
+            let (at, counted_from) = if dst.contains(':') {
+                (18, 54)
+            } else {
+                (16, 14)
+            };
+            let n = (f.len() - counted_from + 1) as u16;
+            f[at..at + 2].copy_from_slice(&n.to_be_bytes());
+            f
+        };
+        let cases = [
+            ("198.51.100.1", "10.100.0.1"),   // web4, dns4
+            ("2001:db8:c::1", "fd00:100::1"), // web6
+            ("10.1.0.13", "198.51.100.1"),    // natudp4's backend
+        ];
+        let full = fixture_config();
+        let mut less = full.clone();
+        less.vips.retain(|v| {
+            v.address != addr("10.100.0.1")
+                && v.address != addr("fd00:100::1")
+                && !v.backends.iter().any(|b| b.address == addr("10.1.0.13"))
+        });
+        for (config, want) in [
+            (&full, Reason::BadIpLen),
+            (&less, Reason::NotVip),
+            (&full, Reason::BadIpLen),
+        ] {
+            let plan = Plan::new(config).unwrap();
+            dp.apply(&plan).unwrap();
+            for (src, dst) in cases {
+                // The premise: no other VIP or backend shares the bits.
+                assert_eq!(
+                    plan.quick.passes(&addr(src), &addr(dst)),
+                    want == Reason::NotVip,
+                    "{src} -> {dst}"
+                );
+                let frame = flawed(src, dst);
+                let got = dp.trace(&frame, lt0).unwrap().reason;
+                assert_eq!(got, Some(want), "{src} -> {dst}");
+                let model = model::process(&plan, &topo as &dyn Network, lt0, &frame);
+                assert_eq!(model.reason, want, "model: {src} -> {dst}");
+            }
+        }
+    });
+}

@@ -461,6 +461,46 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             frame(&Flow::udp("2001:db8:c::7", 1, "2001:db8::99", 53)),
             Reason::NotVip,
         ),
+        // The first test reads addresses only: a flawed packet to no VIP is
+        // the kernel's to judge; one to an address whose quick_filter bit
+        // a VIP sets is parsed, and its flaw found.
+        left(
+            "ipv4 to no VIP, total length beyond the frame: passed at the first test",
+            edit(frame(&tcp4("198.51.100.200", 80)), |f| {
+                let n = (f.len() - 14 + 1) as u16;
+                f[16..18].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv4 to no VIP sharing a VIP's quick bit, total length beyond the frame",
+            edit(frame(&tcp4(&sharing_quick_bit("10.100.0.1"), 80)), |f| {
+                let n = (f.len() - 14 + 1) as u16;
+                f[16..18].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv6 to no VIP, payload length beyond the frame: passed at the first test",
+            edit(frame(&tcp6("2001:db8::99", 80)), |f| {
+                let n = (f.len() - 54 + 1) as u16;
+                f[18..20].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv6 to no VIP sharing a VIP's quick bit, payload length beyond the frame",
+            edit(frame(&tcp6(&sharing_quick_bit("fd00:100::1"), 80)), |f| {
+                let n = (f.len() - 54 + 1) as u16;
+                f[18..20].copy_from_slice(&n.to_be_bytes());
+            }),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv4 with options to no VIP: the full path",
+            ipv4_with_options(&frame(&tcp4("198.51.100.200", 80))),
+            Reason::Ipv4Options,
+        ),
         left(
             "ARP: not IP",
             edit(frame(&tcp4("10.100.0.1", 80)), |f| {
@@ -1103,6 +1143,18 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Reason::IcmpInner,
         ),
         left(
+            "ICMP echo to no VIP: ICMP always takes the full path",
+            edit(
+                err(
+                    router4,
+                    "198.51.100.200",
+                    &quote(&reply("10.100.0.1", 80), 28),
+                ),
+                |f| f[34] = 8,
+            ),
+            Reason::L4Proto,
+        ),
+        left(
             "ICMP error about a flow of no VIP",
             err(router4, "10.100.0.1", &quote(&reply("10.100.0.1", 81), 28)),
             Reason::NotVip,
@@ -1136,6 +1188,24 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
 /// An ICMP error from `router` to `to` quoting `quote` (an invoking
 /// packet's first bytes): IPv4 fragmentation-needed or ICMPv6
 /// packet-too-big with `mtu`, built by etherparse.
+/// An address of no VIP whose quick_filter bit (lethe::quick_filter) is
+/// `vip`'s: its packets take the full path, and prove the program computes
+/// the bit the control plane sets.
+fn sharing_quick_bit(vip: &str) -> String {
+    use lethe::quick_filter::quick_bit;
+    let want = quick_bit(&ip(vip));
+    let found = match ip(vip) {
+        // 100.64.0.0/10: 2^22 addresses, each bit ~64 times.
+        IpAddr::V4(_) => (0u32..1 << 22)
+            .map(|i| IpAddr::V4((0x6440_0000 + i).into()))
+            .find(|a| quick_bit(a) == want),
+        IpAddr::V6(_) => (0u128..1 << 22)
+            .map(|i| IpAddr::V6((0x2001_0db8_000d_u128 << 80 | i).into()))
+            .find(|a| quick_bit(a) == want),
+    };
+    found.expect("some address shares the bit").to_string()
+}
+
 fn icmp_error(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],

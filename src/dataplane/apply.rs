@@ -34,10 +34,13 @@ use super::{table, DataplaneError};
 use crate::abi::{self, MAX_BACKENDS, MAX_TABLES, MAX_VIPS};
 use crate::fast_hash::FastMap;
 use crate::plan::{Plan, PlannedVip, VipKey};
+use crate::quick_filter::QuickFilter;
 
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
+    /// The program's quick_filter (global data: one entry, both bitmaps).
+    pub quick_filter: &'a dyn MapCore,
     pub vip_index: &'a VipIndex,
     /// An array-of-maps and a table to put in it: see `wait_for_programs`.
     pub rcu_sync: &'a dyn MapCore,
@@ -144,6 +147,8 @@ pub struct Installed {
     config: Option<lethe_config>,
     /// addr_filter as written, word by word (its two bitmaps).
     filter: Vec<u64>,
+    /// quick_filter as written.
+    quick: QuickFilter,
     /// nat_returns entries, by (backend, port, protocol).
     nat: HashMap<VipKey, lethe_nat_return>,
     vips: FastMap<VipKey, InstalledVip>,
@@ -160,6 +165,8 @@ impl Default for Installed {
         Installed {
             config: None,
             filter: vec![0; FILTER_WORDS_ALL],
+            // What a loaded program's global data starts as.
+            quick: QuickFilter::default(),
             nat: HashMap::new(),
             vips: FastMap::default(),
             vip_ids: IdPool::new("VIP", MAX_VIPS),
@@ -344,6 +351,14 @@ impl Installed {
                 None => maps.tables.remove(table_id)?,
             }
         }
+        // The program just loaded has a quick_filter of its own, empty:
+        // it must stop the traffic of what the pinned maps hold before the
+        // program is attached, whatever is applied next.
+        let quick = QuickFilter::new(
+            inst.vips.keys().map(|k| k.address),
+            inst.nat.keys().map(|k| k.address),
+        );
+        inst.write_quick_all(maps, quick)?;
         Ok(inst)
     }
 
@@ -403,6 +418,7 @@ impl Installed {
             .map(|(a, b)| a | b)
             .collect();
         self.write_filter(maps, &union)?;
+        self.write_quick(maps, self.quick.union(&plan.quick))?;
         let nat_wanted = self.nat_wanted(plan);
         let stale: Vec<VipKey> = self
             .nat
@@ -460,6 +476,7 @@ impl Installed {
             self.config = Some(cfg);
         }
         self.write_filter(maps, &filter)?;
+        self.write_quick(maps, plan.quick.clone())?;
         // This change is in the maps: ready the next one's table now. On
         // failure the next change makes its own, and reports the error.
         if self.spare.is_none() {
@@ -490,6 +507,30 @@ impl Installed {
             set(abi::FILTER_NAT, addr_bit(&k.0));
         }
         words
+    }
+
+    /// Writes quick_filter if it differs from `quick`. One update of the
+    /// whole value, copied over the old in place: a word a packet reads
+    /// mid-copy is the old or the new one, byte by byte, and apply_with
+    /// only ever moves between a bitmap and a superset of it, so every
+    /// bit either needs stays set.
+    fn write_quick(&mut self, maps: &Maps<'_>, quick: QuickFilter) -> Result<(), DataplaneError> {
+        if quick != self.quick {
+            self.write_quick_all(maps, quick)?;
+        }
+        Ok(())
+    }
+
+    fn write_quick_all(
+        &mut self,
+        maps: &Maps<'_>,
+        quick: QuickFilter,
+    ) -> Result<(), DataplaneError> {
+        maps.quick_filter
+            .update(&0u32.to_ne_bytes(), &quick.to_bytes(), MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("quick_filter", "update", e))?;
+        self.quick = quick;
+        Ok(())
     }
 
     /// Writes the words of addr_filter that differ from `words`.

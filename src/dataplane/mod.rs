@@ -25,6 +25,12 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
+
+// quick_filter's global data is the value quick_filter::QuickFilter writes.
+const _: () = assert!(
+    std::mem::size_of::<skel::types::data_quick>()
+        == 2 * crate::abi::QUICK_WORDS as usize * std::mem::size_of::<u64>()
+);
 use thiserror::Error;
 
 use crate::abi::{self, Action, Reason, REASON_COUNT};
@@ -200,6 +206,7 @@ impl Dataplane {
         apply::Maps {
             config: &self.skel.maps.lb_config,
             addr_filter: &self.skel.maps.addr_filter,
+            quick_filter: &self.skel.maps.data_quick,
             vip_index: &self.vip_index,
             rcu_sync: &self.skel.maps.rcu_sync,
             sync_table: &self.sync_table,

@@ -19,6 +19,7 @@ use crate::abi::{Action, Mode, Reason};
 use crate::config::Protocol;
 use crate::flow_hash::{flow_hash, maglev_slot, FlowKey};
 use crate::plan::Plan;
+use crate::quick_filter::QuickFilter;
 
 /// What the kernel's FIB answers for a route to the backend
 /// (`bpf_fib_lookup`), as far as the program uses it.
@@ -176,6 +177,39 @@ fn nat_return(
     }
 }
 
+/// The program's first test (`quick_not_vip` in bpf/lethe.bpf.c): whether
+/// the frame is passed as no VIP's before it is parsed. An IPv4 header
+/// without options (the frame at least 34 bytes) or an IPv6 header (54),
+/// carrying anything but ICMP, whose destination's VIP bit and source's
+/// nat bit are clear in `quick`. Its lengths and transport header are not
+/// read: a malformed packet that passes here is not_vip, not its flaw.
+pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
+    const IPV4_END: usize = ETH_HLEN + 20;
+    const IPV6_END: usize = ETH_HLEN + 40;
+    if frame.len() < IPV4_END {
+        return false;
+    }
+    let ip = &frame[ETH_HLEN..];
+    let (src, dst): (IpAddr, IpAddr) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        ETH_P_IP => {
+            if ip[0] != 0x45 || ip[9] == 1 {
+                return false;
+            }
+            let addr = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
+            (addr(12), addr(16))
+        }
+        ETH_P_IPV6 => {
+            if frame.len() < IPV6_END || ip[0] >> 4 != 6 || ip[6] == 58 {
+                return false;
+            }
+            let addr = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap());
+            (addr(8), addr(24))
+        }
+        _ => return false,
+    };
+    quick.passes(&src, &dst)
+}
+
 /// Runs the program on one frame received on `ingress_ifindex`.
 pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8]) -> Outcome {
     let untouched = |reason: Reason, vip: Option<usize>| Outcome {
@@ -185,6 +219,9 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         vip,
         backend: None,
     };
+    if quick_not_vip(&plan.quick, frame) {
+        return untouched(Reason::NotVip, None);
+    }
     // After the pick, exits name the chosen backend.
     let left = |reason: Reason, vip: Option<usize>, backend: IpAddr| Outcome {
         backend: Some(backend),
