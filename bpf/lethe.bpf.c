@@ -270,10 +270,10 @@ static __always_inline int quick_not_vip(struct xdp_md *ctx, void *data, void *d
 	}
 }
 
-/* Everything after quick_not_vip. A function of its own, called: the entry
- * then saves few registers and sets up a small frame, which is most of
- * what a packet that leaves at quick_not_vip costs beyond its tests. */
-static __noinline int full_path(struct xdp_md *ctx)
+/* Everything after quick_not_vip. Inlined: called as a function of its
+ * own (a smaller frame for the entry), it cost packets to VIPs ~5 ns more
+ * and saved those that leave at the first test nothing measurable. */
+static __always_inline int full_path(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
