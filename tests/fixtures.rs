@@ -466,34 +466,22 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         // a VIP sets is parsed, and its flaw found.
         left(
             "ipv4 to no VIP, total length beyond the frame: passed at the first test",
-            edit(frame(&tcp4("198.51.100.200", 80)), |f| {
-                let n = (f.len() - 14 + 1) as u16;
-                f[16..18].copy_from_slice(&n.to_be_bytes());
-            }),
+            ip_len_beyond_frame(frame(&tcp4("198.51.100.200", 80))),
             Reason::NotVip,
         ),
         left(
             "ipv4 to no VIP sharing a VIP's quick bit, total length beyond the frame",
-            edit(frame(&tcp4(&sharing_quick_bit("10.100.0.1"), 80)), |f| {
-                let n = (f.len() - 14 + 1) as u16;
-                f[16..18].copy_from_slice(&n.to_be_bytes());
-            }),
+            ip_len_beyond_frame(frame(&tcp4(&sharing_quick_bit("10.100.0.1"), 80))),
             Reason::BadIpLen,
         ),
         left(
             "ipv6 to no VIP, payload length beyond the frame: passed at the first test",
-            edit(frame(&tcp6("2001:db8::99", 80)), |f| {
-                let n = (f.len() - 54 + 1) as u16;
-                f[18..20].copy_from_slice(&n.to_be_bytes());
-            }),
+            ip_len_beyond_frame(frame(&tcp6("2001:db8::99", 80))),
             Reason::NotVip,
         ),
         left(
             "ipv6 to no VIP sharing a VIP's quick bit, payload length beyond the frame",
-            edit(frame(&tcp6(&sharing_quick_bit("fd00:100::1"), 80)), |f| {
-                let n = (f.len() - 54 + 1) as u16;
-                f[18..20].copy_from_slice(&n.to_be_bytes());
-            }),
+            ip_len_beyond_frame(frame(&tcp6(&sharing_quick_bit("fd00:100::1"), 80))),
             Reason::BadIpLen,
         ),
         left(
@@ -1188,6 +1176,19 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
 /// An ICMP error from `router` to `to` quoting `quote` (an invoking
 /// packet's first bytes): IPv4 fragmentation-needed or ICMPv6
 /// packet-too-big with `mtu`, built by etherparse.
+/// The frame with its IP length (IPv4 total, IPv6 payload) one byte more
+/// than the frame holds.
+fn ip_len_beyond_frame(mut f: Vec<u8>) -> Vec<u8> {
+    let (at, counted_from) = if f[12..14] == [0x86, 0xdd] {
+        (18, 54)
+    } else {
+        (16, 14)
+    };
+    let n = (f.len() - counted_from + 1) as u16;
+    f[at..at + 2].copy_from_slice(&n.to_be_bytes());
+    f
+}
+
 /// An address of no VIP whose quick_filter bit (lethe::quick_filter) is
 /// `vip`'s: its packets take the full path, and prove the program computes
 /// the bit the control plane sets.
