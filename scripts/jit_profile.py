@@ -5,6 +5,9 @@
                                   jited line-info record, "address file:line source"
   jit_profile.py report OUT       reads `perf script -F ip` on stdin, prints samples
                                   per source line (those that fall in OUT's images)
+  jit_profile.py image NAME OUT   the JIT image (x86-64 code) of the last loaded
+                                  program called NAME, raw, for
+                                  `objdump -D -b binary -m i386:x86-64 OUT`
 
 Uses the bpf syscall directly (BPF_OBJ_GET_INFO_BY_FD: jited line info and the
 program's BTF strings): bpftool's own jited dump needs a libbfd it is often
@@ -85,6 +88,24 @@ def cmd_lines(name, out):
     print("%s: %d program(s)" % (out, len(ids)))
 
 
+def cmd_image(name, out):
+    progs = json.loads(subprocess.check_output(["bpftool", "-j", "prog", "show"]))
+    ids = [p["id"] for p in progs if p.get("name") == name]
+    if not ids:
+        sys.exit("jit_profile: no loaded program called %s" % name)
+    fd = bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("<I", ids[-1]))
+    # struct bpf_prog_info: jited_prog_len at 16, jited_prog_insns at 24.
+    size, = struct.unpack_from("<I", obj_info(fd, 256), 16)
+    code = ctypes.create_string_buffer(size)
+    req = bytearray(256)
+    struct.pack_into("<I", req, 16, size)
+    struct.pack_into("<Q", req, 24, ctypes.addressof(code))
+    obj_info(fd, 256, req)
+    with open(out, "wb") as w:
+        w.write(code.raw)
+    print("%s: %d bytes of program %d" % (out, size, ids[-1]))
+
+
 def cmd_report(out):
     recs = sorted(
         (int(a, 16), pid, loc, src)
@@ -119,5 +140,7 @@ if __name__ == "__main__":
         cmd_lines(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 3 and sys.argv[1] == "report":
         cmd_report(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "image":
+        cmd_image(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)
