@@ -61,7 +61,7 @@ static __always_inline __u32 addr_bit(const __u32 *a, __u8 family)
 /* The bit of an address in a quick_filter bitmap (see LETHE_QUICK_BITS in
  * abi.h): the address's 4 bytes as one little-endian word, or the XOR of
  * its two 8-byte halves, times a 64-bit odd constant (XXH64's second
- * prime), top 16 bits. Rust twin: flow_hash::quick_bit. */
+ * prime), top 16 bits. Rust twin: quick_filter::quick_bit. */
 #define LH_QUICK 0xC2B2AE3D27D4EB4FULL
 
 static __always_inline __u32 quick_bit4(__u32 a)

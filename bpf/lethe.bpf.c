@@ -285,12 +285,11 @@ static __always_inline int full_path(struct xdp_md *ctx)
 	const __u8 *macs = NULL;
 	__u8 fib_mac_buf[12] __attribute__((aligned(8)));
 	enum lethe_reason why;
-	struct packet p;
+	struct packet p = { .vip_id = LETHE_NONE, .backend_id = LETHE_NONE };
 	const __u32 *backend_id;
 	__u32 zero = 0, hash;
 	int action;
 
-	p = (struct packet){ .vip_id = LETHE_NONE, .backend_id = LETHE_NONE };
 	why = parse(data, data_end, &p);
 	if (unlikely(why != PARSE_OK))
 		return verdict(ctx, &p, reason_action(why), why);

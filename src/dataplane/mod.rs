@@ -25,12 +25,6 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
-
-// quick_filter's global data is the value quick_filter::QuickFilter writes.
-const _: () = assert!(
-    std::mem::size_of::<skel::types::data_quick>()
-        == 2 * crate::abi::QUICK_WORDS as usize * std::mem::size_of::<u64>()
-);
 use thiserror::Error;
 
 use crate::abi::{self, Action, Reason, REASON_COUNT};
@@ -47,6 +41,12 @@ pub use skel::types;
 
 use apply::Installed;
 use skel::{LetheSkel, LetheSkelBuilder};
+
+// quick_filter's global data is the value quick_filter::QuickFilter writes.
+const _: () = assert!(
+    std::mem::size_of::<skel::types::data_quick>()
+        == 2 * crate::abi::QUICK_WORDS as usize * std::mem::size_of::<u64>()
+);
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {

@@ -13,6 +13,7 @@ mod rewrite;
 use std::net::IpAddr;
 
 pub use parse::{parse, Packet, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN};
+use parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_HLEN, IPV6_HLEN};
 pub use rewrite::encap_len;
 
 use crate::abi::{Action, Mode, Reason};
@@ -184,22 +185,20 @@ fn nat_return(
 /// nat bit are clear in `quick`. Its lengths and transport header are not
 /// read: a malformed packet that passes here is not_vip, not its flaw.
 pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
-    const IPV4_END: usize = ETH_HLEN + 20;
-    const IPV6_END: usize = ETH_HLEN + 40;
-    if frame.len() < IPV4_END {
+    if frame.len() < ETH_HLEN + IPV4_HLEN {
         return false;
     }
     let ip = &frame[ETH_HLEN..];
     let (src, dst): (IpAddr, IpAddr) = match u16::from_be_bytes([frame[12], frame[13]]) {
         ETH_P_IP => {
-            if ip[0] != 0x45 || ip[9] == 1 {
+            if ip[0] != 0x45 || ip[9] == IPPROTO_ICMP {
                 return false;
             }
             let addr = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
             (addr(12), addr(16))
         }
         ETH_P_IPV6 => {
-            if frame.len() < IPV6_END || ip[0] >> 4 != 6 || ip[6] == 58 {
+            if frame.len() < ETH_HLEN + IPV6_HLEN || ip[0] >> 4 != 6 || ip[6] == IPPROTO_ICMPV6 {
                 return false;
             }
             let addr = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap());
