@@ -195,12 +195,15 @@ struct lethe_vip_index_ctl {
 #define LETHE_FILTER_NAT LETHE_FILTER_WORDS
 
 /*
- * quick_filter: the program's first test, before it parses anything. Two
- * bitmaps of LETHE_QUICK_BITS bits, one bit per address hash (quick_bit in
- * hash.h): the VIP addresses (tested with a packet's destination) and the
- * nat backends (tested with its source). A packet whose two bits are clear
- * is no VIP's and no nat backend's: it is passed at once (see
- * quick_not_vip in lethe.bpf.c). A hash of its own, cheaper than
+ * quick_filter: the program's first test, before it parses anything. Three
+ * bitmaps of LETHE_QUICK_BITS bits. Two have one bit per address hash
+ * (quick_bit in hash.h): the VIP addresses (tested with a packet's
+ * destination) and the nat backends (tested with its source). A packet
+ * whose two bits are clear is no VIP's and no nat backend's: it is passed
+ * at once (see quick_not_vip in lethe.bpf.c). The third has one bit per
+ * VIP key (quick_port_bit: address, port, protocol; port 0 for an
+ * all-ports VIP): TCP or UDP to a VIP's address whose (dport) and (0) bits
+ * are both clear is passed too, without the full parse. A hash of its own, cheaper than
  * addr_bit's fold for IPv6 and free to differ from it, because the bitmap
  * is global data (the .data.quick section): the program reads it with a
  * load, not a map lookup, and each loaded program has its own. It is not
@@ -212,6 +215,8 @@ struct lethe_vip_index_ctl {
 #define LETHE_QUICK_WORDS (LETHE_QUICK_BITS / 64)
 #define LETHE_QUICK_VIP 0
 #define LETHE_QUICK_NAT LETHE_QUICK_WORDS
+#define LETHE_QUICK_PORT (2 * LETHE_QUICK_WORDS)
+#define LETHE_QUICK_MAPS 3
 
 /*
  * nat_returns: the stateless return path of nat VIPs. Keyed like a VIP

@@ -74,6 +74,15 @@ static __always_inline __u32 quick_bit6(const __u64 *a)
 	return ((a[0] ^ a[1]) * LH_QUICK) >> 48;
 }
 
+/* The bit of a VIP key in quick_filter's port bitmap: the address word as
+ * quick_bit's (the 4 bytes, or the halves' XOR), the port's two bytes as
+ * loaded (little-endian) at bit 32 and the protocol at bit 48, XORed, then
+ * as quick_bit. Rust twin: quick_filter::quick_port_bit. */
+static __always_inline __u32 quick_port_bit(__u64 fold, __be16 port, __u8 proto)
+{
+	return ((fold ^ ((__u64)port << 32) ^ ((__u64)proto << 48)) * LH_QUICK) >> 48;
+}
+
 /* The bit of a VIP key (folded address, port as in the header, protocol)
  * in its address's addr_filter word (see LETHE_FILTER_BITS in abi.h).
  * Rust twin: flow_hash::key_bit. */

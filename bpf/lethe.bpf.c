@@ -98,15 +98,17 @@ static __always_inline const struct lethe_vip *index_lookup(const struct packet 
 /* The VIP of (destination, port, protocol), else of (destination, 0,
  * protocol): an all-ports VIP. addr_filter answers most packets that are
  * no VIP's with two bits of one word; vip_index the rest, and `vips` the keys the
- * index could not place (LETHE_VIP_HALF_F_OVERFLOW). */
-static __always_inline const struct lethe_vip *find_vip(const struct packet *p)
+ * index could not place (LETHE_VIP_HALF_F_OVERFLOW). `filtered`: the first
+ * test's port bitmap already found a bit of the two keys set
+ * (quick_port_test), so addr_filter, which tests the same keys, is skipped. */
+static __always_inline const struct lethe_vip *find_vip(const struct packet *p, int filtered)
 {
 	const struct lethe_vip_index_ctl *ctl;
 	struct lethe_vip_key key = {};
 	const struct lethe_vip *vip;
 	__u32 zero = 0, active, seed, overflow;
 
-	if (!vip_maybe(p))
+	if (!filtered && !vip_maybe(p))
 		return NULL;
 	ctl = bpf_map_lookup_elem(&vip_index_ctl, &zero);
 	if (!ctl)
@@ -205,7 +207,7 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 }
 
 /* See LETHE_QUICK_BITS in abi.h. */
-__u64 quick_filter[2 * LETHE_QUICK_WORDS] SEC(".data.quick");
+__u64 quick_filter[LETHE_QUICK_MAPS * LETHE_QUICK_WORDS] SEC(".data.quick");
 
 /* Whether bit `bit` of the quick_filter bitmap at word `base` is set. `bit`
  * is below 2^16: the verifier sees the index in bounds, no test needed. */
@@ -214,16 +216,38 @@ static __always_inline __u64 quick_has(__u32 base, __u32 bit)
 	return (quick_filter[base + (bit >> 6)] >> (bit & 63)) & 1;
 }
 
+/* What the first test leaves to what follows: the full path for
+ * everything, the full path for a packet the port bitmap says may be a
+ * VIP's (its address filter test is then skipped: see find_vip), or the
+ * second stage (quick_port_test). */
+#define QUICK_FULL -1
+#define QUICK_MAYBE_VIP -2
+#define QUICK_PORT -3
+
+/* passes packets that are no VIP's, counted not_vip. */
+static __always_inline int quick_pass(struct xdp_md *ctx, void *data, void *data_end)
+{
+	/* What verdict() reads: constants but the length, folded away. */
+	struct packet p = {
+		.len = data_end - data,
+		.vip_id = LETHE_NONE,
+		.backend_id = LETHE_NONE,
+	};
+
+	return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
+}
+
 /*
- * The exit for traffic that is no VIP's, before parse(): an IPv4 header
- * without options or an IPv6 header, carrying anything but ICMP, whose
- * destination's bit in the VIP bitmap and source's bit in the nat bitmap
- * are clear (quick_filter) is passed untouched, counted not_vip — its
- * lengths and transport header unread: Lethe does not vet traffic it does
- * not balance, the kernel does. ICMP goes the full way, since an error is
- * routed by the flow it quotes. Returns -1 for the full path: a bit set,
- * another EtherType, a VLAN tag, a frame too short for the header.
- * Rust twin: model::quick_not_vip.
+ * The first test (Rust twin: model::quick_not_vip), before parse(): an
+ * IPv4 header without options or an IPv6 header, carrying anything but
+ * ICMP, whose destination's bit in the VIP bitmap and source's bit in the
+ * nat bitmap are clear (quick_filter) is passed untouched, counted not_vip
+ * — its lengths and transport header unread: Lethe does not vet traffic it
+ * does not balance, the kernel does. ICMP goes the full way, since an
+ * error is routed by the flow it quotes. Returns the verdict, QUICK_FULL
+ * for the full path (another EtherType, a VLAN tag, a frame too short for
+ * the header, a nat bit set), or QUICK_PORT when only the destination's
+ * bit is set: a VIP's address, or one sharing its bit (quick_port_test).
  */
 static __always_inline int quick_not_vip(struct xdp_md *ctx, void *data, void *data_end)
 {
@@ -232,48 +256,87 @@ static __always_inline int quick_not_vip(struct xdp_md *ctx, void *data, void *d
 
 	/* The IPv4 header's end first: one test for the common case. */
 	if (data + ETH_HLEN + IPV4_HLEN > data_end)
-		return -1;
+		return QUICK_FULL;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = (void *)(eth + 1);
 
 		if (*(__u8 *)iph != 0x45 || iph->protocol == IPPROTO_ICMP)
-			return -1;
+			return QUICK_FULL;
 		dst_bit = quick_bit4(iph->daddr);
 		src_bit = quick_bit4(iph->saddr);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = (void *)(eth + 1);
 
 		if ((void *)(ip6h + 1) > data_end)
-			return -1;
+			return QUICK_FULL;
 		if (ip6h->version != 6 || ip6h->nexthdr == IPPROTO_ICMPV6)
-			return -1;
+			return QUICK_FULL;
 		/* saddr then daddr, as 4 words from the header's 8th byte. */
 		const __u64 *addrs = (void *)ip6h + 8;
 
 		src_bit = quick_bit6(addrs);
 		dst_bit = quick_bit6(addrs + 2);
 	} else {
-		return -1;
+		return QUICK_FULL;
 	}
 	/* One branch for both bits: `|`, not `||`. */
 	if (quick_has(LETHE_QUICK_VIP, dst_bit) | quick_has(LETHE_QUICK_NAT, src_bit))
-		return -1;
-	{
-		/* What verdict() reads: constants but the length, folded away. */
-		struct packet p = {
-			.len = data_end - data,
-			.vip_id = LETHE_NONE,
-			.backend_id = LETHE_NONE,
-		};
+		return quick_has(LETHE_QUICK_NAT, src_bit) ? QUICK_FULL : QUICK_PORT;
+	return quick_pass(ctx, data, data_end);
+}
 
-		return verdict(ctx, &p, XDP_PASS, LETHE_R_NOT_VIP);
+/*
+ * The first test's second stage, for a packet to a VIP's address (its VIP
+ * bit set, its nat bit clear): TCP or UDP, not an IPv4 fragment, the
+ * destination port in the frame — if neither (dst, dport, proto) nor
+ * (dst, 0, proto) has its bit in the port bitmap, it is no VIP's, passed
+ * here rather than parsed in full: traffic to a VIP's address on another
+ * port costs little more than other traffic. Returns the verdict,
+ * QUICK_FULL, or QUICK_MAYBE_VIP. The header is read again from the frame
+ * rather than kept from the first stage: kept, it took a register the
+ * first stage's own exit needs, and the context went to the stack on
+ * every packet's way.
+ */
+static __always_inline int quick_port_test(struct xdp_md *ctx, void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	void *l4;
+	__u64 fold;
+	__u8 proto;
+
+	/* Both ports of an IPv4 header without options. */
+	if (data + ETH_HLEN + IPV4_HLEN + 4 > data_end)
+		return QUICK_FULL;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = (void *)(eth + 1);
+
+		if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+			return QUICK_FULL;
+		proto = iph->protocol;
+		fold = iph->daddr;
+		l4 = iph + 1;
+	} else {
+		struct ipv6hdr *ip6h = (void *)(eth + 1);
+		const __u64 *addrs = (void *)ip6h + 8;
+
+		if ((void *)(ip6h + 1) + 4 > data_end)
+			return QUICK_FULL;
+		proto = ip6h->nexthdr;
+		fold = addrs[2] ^ addrs[3];
+		l4 = ip6h + 1;
 	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return QUICK_FULL;
+	if (quick_has(LETHE_QUICK_PORT, quick_port_bit(fold, ((__be16 *)l4)[1], proto)) |
+	    quick_has(LETHE_QUICK_PORT, quick_port_bit(fold, 0, proto)))
+		return QUICK_MAYBE_VIP;
+	return quick_pass(ctx, data, data_end);
 }
 
 /* Everything after quick_not_vip. Inlined: called as a function of its
  * own (a smaller frame for the entry), it cost packets to VIPs ~5 ns more
  * and saved those that leave at the first test nothing measurable. */
-static __always_inline int full_path(struct xdp_md *ctx)
+static __always_inline int full_path(struct xdp_md *ctx, int filtered)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -298,7 +361,7 @@ static __always_inline int full_path(struct xdp_md *ctx)
 	if (!cfg)
 		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 
-	vip = find_vip(&p);
+	vip = find_vip(&p, filtered);
 	if (!vip) {
 		if ((cfg->flags & LETHE_CFG_F_NAT) && addr_maybe(LETHE_FILTER_NAT, p.src, p.family))
 			return nat_return_path(ctx, &p);
@@ -406,7 +469,10 @@ int lethe_xdp(struct xdp_md *ctx)
 {
 	int action = quick_not_vip(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
 
+	if (action == QUICK_PORT)
+		action = quick_port_test(ctx, (void *)(long)ctx->data,
+					 (void *)(long)ctx->data_end);
 	if (action >= 0)
 		return action;
-	return full_path(ctx);
+	return full_path(ctx, action == QUICK_MAYBE_VIP);
 }

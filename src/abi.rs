@@ -36,11 +36,13 @@ pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
 pub const FILTER_VIP: u32 = 0;
 pub const FILTER_NAT: u32 = FILTER_WORDS;
 /// quick_filter (see bpf/abi.h and `quick_filter`): bits per bitmap, words
-/// per bitmap, and the first word of each bitmap.
+/// per bitmap, the first word of each bitmap, and how many there are.
 pub const QUICK_BITS: u32 = 65_536;
 pub const QUICK_WORDS: u32 = QUICK_BITS / 64;
 pub const QUICK_VIP: u32 = 0;
 pub const QUICK_NAT: u32 = QUICK_WORDS;
+pub const QUICK_PORT: u32 = 2 * QUICK_WORDS;
+pub const QUICK_MAPS: u32 = 3;
 
 /// vip_index (see bpf/abi.h): entries per half, how far from its home
 /// entry a key may sit, and the half flag that sends misses to `vips`.

@@ -284,7 +284,10 @@ impl Plan {
             }
         }
         let quick = QuickFilter::new(
-            config.vips.iter().map(|v| v.address),
+            config
+                .vips
+                .iter()
+                .map(|v| (v.address, v.port, v.protocol.number())),
             nat_returns.keys().map(|k| k.0),
         );
         Ok(Plan {

@@ -377,6 +377,53 @@ fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
     });
 }
 
+/// quick_filter's port bitmap, the first test's second stage, follows the
+/// plan both ways: a VIP that moves to another port of its address takes
+/// its old port's bit with it.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn the_second_stage_follows_vip_ports() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let lt0 = topo.ifindex("lt0");
+        let mac = topo.iface_mac("lt0");
+        let dp = Dataplane::load().unwrap();
+        // To web4's address and port, its IP length one byte beyond the
+        // frame: parsed (bad_ip_len) while a VIP holds the port's bit,
+        // passed at the second stage (not_vip) once the VIP moved away.
+        let mut frame = Flow::tcp("198.51.100.1", 5353, "10.100.0.1", 80).frame(mac);
+        let n = (frame.len() - 14 + 1) as u16;
+        frame[16..18].copy_from_slice(&n.to_be_bytes());
+        let full = fixture_config();
+        let mut moved = full.clone();
+        for v in moved.vips.iter_mut().filter(|v| v.name == "web4") {
+            v.port = 8081;
+        }
+        for (config, want) in [
+            (&full, Reason::BadIpLen),
+            (&moved, Reason::NotVip),
+            (&full, Reason::BadIpLen),
+        ] {
+            let plan = Plan::new(config).unwrap();
+            dp.apply(&plan).unwrap();
+            // The premise: the address keeps its bit (dns4, and web4 on
+            // its new port), and no other key shares the port's.
+            assert!(!plan
+                .quick
+                .passes(&addr("198.51.100.1"), &addr("10.100.0.1")));
+            assert_eq!(
+                plan.quick
+                    .port_passes(&addr("10.100.0.1"), 80, lethe::abi::IPPROTO_TCP),
+                want == Reason::NotVip
+            );
+            let got = dp.trace(&frame, lt0).unwrap().reason;
+            assert_eq!(got, Some(want));
+            let model = model::process(&plan, &topo as &dyn Network, lt0, &frame);
+            assert_eq!(model.reason, want, "model");
+        }
+    });
+}
+
 /// quick_filter, the program's first test, follows the plan both ways.
 /// While a VIP has an address (or a nat VIP a backend), a flawed packet to
 /// that address (from that backend) is parsed and its flaw found; once the

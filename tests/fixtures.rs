@@ -11,7 +11,7 @@ mod common;
 use std::net::IpAddr;
 
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
-use lethe::abi::{Action, Reason};
+use lethe::abi::{Action, Reason, IPPROTO_TCP, IPPROTO_UDP};
 use lethe::dataplane::{Counter, Dataplane};
 use lethe::flow_hash::FlowKey;
 use lethe::model::{self, Network};
@@ -463,15 +463,16 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         ),
         // The first test reads addresses only: a flawed packet to no VIP is
         // the kernel's to judge; one to an address whose quick_filter bit
-        // a VIP sets is parsed, and its flaw found.
+        // a VIP sets goes on (GRE: to the full path, where it is parsed
+        // and its flaw found).
         left(
             "ipv4 to no VIP, total length beyond the frame: passed at the first test",
             ip_len_beyond_frame(frame(&tcp4("198.51.100.200", 80))),
             Reason::NotVip,
         ),
         left(
-            "ipv4 to no VIP sharing a VIP's quick bit, total length beyond the frame",
-            ip_len_beyond_frame(frame(&tcp4(&sharing_quick_bit("10.100.0.1"), 80))),
+            "ipv4 GRE to no VIP sharing a VIP's quick bit, total length beyond the frame",
+            ip_len_beyond_frame(gre(frame(&tcp4(&sharing_quick_bit("10.100.0.1"), 80)))),
             Reason::BadIpLen,
         ),
         left(
@@ -480,8 +481,74 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Reason::NotVip,
         ),
         left(
-            "ipv6 to no VIP sharing a VIP's quick bit, payload length beyond the frame",
-            ip_len_beyond_frame(frame(&tcp6(&sharing_quick_bit("fd00:100::1"), 80))),
+            "ipv6 GRE to no VIP sharing a VIP's quick bit, payload length beyond the frame",
+            ip_len_beyond_frame(gre(frame(&tcp6(&sharing_quick_bit("fd00:100::1"), 80)))),
+            Reason::BadIpLen,
+        ),
+        // Its second stage reads the destination port of TCP and UDP to a
+        // VIP's address: another port is no VIP's, flawed or not; a port
+        // whose bit a VIP key sets is parsed.
+        left(
+            "ipv4 tcp to a VIP's address, another port: passed at the second stage",
+            frame(&tcp4("10.100.0.1", other_port(env, "10.100.0.1", IPPROTO_TCP))),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv4 tcp to a VIP's address, another port, total length beyond the frame",
+            ip_len_beyond_frame(frame(&tcp4(
+                "10.100.0.1",
+                other_port(env, "10.100.0.1", IPPROTO_TCP),
+            ))),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv4 tcp to a VIP's address, a port sharing a VIP key's bit, total length beyond the frame",
+            ip_len_beyond_frame(frame(&tcp4(
+                "10.100.0.1",
+                port_sharing_a_bit(env, "10.100.0.1", IPPROTO_TCP),
+            ))),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv4 tcp to a VIP's address, a port sharing a VIP key's bit: parsed, no VIP's",
+            frame(&tcp4(
+                "10.100.0.1",
+                port_sharing_a_bit(env, "10.100.0.1", IPPROTO_TCP),
+            )),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv6 udp to a VIP's address, another port: passed at the second stage",
+            frame(&Flow::udp(
+                "2001:db8:c::7",
+                1,
+                "fd00:100::21",
+                other_port(env, "fd00:100::21", IPPROTO_UDP),
+            )),
+            Reason::NotVip,
+        ),
+        left(
+            "ipv6 tcp to a VIP's address, a port sharing a VIP key's bit, payload length beyond the frame",
+            ip_len_beyond_frame(frame(&tcp6(
+                "fd00:100::1",
+                port_sharing_a_bit(env, "fd00:100::1", IPPROTO_TCP),
+            ))),
+            Reason::BadIpLen,
+        ),
+        left(
+            "ipv4 fragment to a VIP's address, another port: the full path",
+            edit(
+                frame(&tcp4("10.100.0.1", other_port(env, "10.100.0.1", IPPROTO_TCP))),
+                |f| {
+                    f[14 + 7] = 0x10;
+                    fix_ipv4_csum(&mut f[14..]);
+                },
+            ),
+            Reason::Fragment,
+        ),
+        left(
+            "ipv4 udp to an all-ports VIP's address, total length beyond the frame: parsed",
+            ip_len_beyond_frame(frame(&Flow::udp("198.51.100.7", 4000, "10.100.0.22", 9999))),
             Reason::BadIpLen,
         ),
         left(
@@ -670,7 +737,7 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         left(
             "ipv6 udp header cut short by the payload length",
             edit(
-                frame(&Flow::udp("2001:db8:c::7", 1, "fd00:100::1", 53)),
+                frame(&Flow::udp("2001:db8:c::7", 1, "fd00:100::21", 53)),
                 |f| f[18..20].copy_from_slice(&7u16.to_be_bytes()),
             ),
             Reason::TruncL4,
@@ -1187,6 +1254,49 @@ fn ip_len_beyond_frame(mut f: Vec<u8>) -> Vec<u8> {
     let n = (f.len() - counted_from + 1) as u16;
     f[at..at + 2].copy_from_slice(&n.to_be_bytes());
     f
+}
+
+/// The frame as GRE (protocol 47), which the first test leaves to the
+/// full path wherever it goes; the IPv4 checksum is not fixed (lengths are
+/// checked before it is).
+fn gre(f: Vec<u8>) -> Vec<u8> {
+    edit(f, |f| {
+        let at = if f[12..14] == [0x86, 0xdd] {
+            14 + 6
+        } else {
+            14 + 9
+        };
+        f[at] = 47;
+    })
+}
+
+/// A port of `vip`'s address whose two port bits (lethe::quick_filter) are
+/// clear for `proto`: its packets leave at the first test's second stage.
+fn other_port(env: &Env, vip: &str, proto: u8) -> u16 {
+    (1024..=u16::MAX)
+        .find(|&p| env.plan.quick.port_passes(&ip(vip), p, proto))
+        .expect("a port whose bits are clear")
+}
+
+/// A port of `vip`'s address that is no VIP's but whose port bit a VIP key
+/// sets: its packets take the full path, and prove the program computes
+/// the port bit the control plane sets.
+fn port_sharing_a_bit(env: &Env, vip: &str, proto: u8) -> u16 {
+    let vip_ports: Vec<u16> = env
+        .plan
+        .vips
+        .iter()
+        .map(|v| v.key())
+        .filter(|k| k.address == ip(vip) && k.protocol.number() == proto)
+        .map(|k| k.port)
+        .collect();
+    assert!(
+        !vip_ports.contains(&0),
+        "an all-ports VIP: every port is its"
+    );
+    (1024..=u16::MAX)
+        .find(|&p| !vip_ports.contains(&p) && !env.plan.quick.port_passes(&ip(vip), p, proto))
+        .expect("some port shares a bit")
 }
 
 /// An address of no VIP whose quick_filter bit (lethe::quick_filter) is

@@ -355,7 +355,9 @@ impl Installed {
         // it must stop the traffic of what the pinned maps hold before the
         // program is attached, whatever is applied next.
         let quick = QuickFilter::new(
-            inst.vips.keys().map(|k| k.address),
+            inst.vips
+                .keys()
+                .map(|k| (k.address, k.port, k.protocol.number())),
             inst.nat.keys().map(|k| k.address),
         );
         inst.write_quick_all(maps, quick)?;

@@ -45,7 +45,7 @@ use skel::{LetheSkel, LetheSkelBuilder};
 // quick_filter's global data is the value quick_filter::QuickFilter writes.
 const _: () = assert!(
     std::mem::size_of::<skel::types::data_quick>()
-        == 2 * crate::abi::QUICK_WORDS as usize * std::mem::size_of::<u64>()
+        == (crate::abi::QUICK_MAPS * crate::abi::QUICK_WORDS) as usize * std::mem::size_of::<u64>()
 );
 
 #[derive(Debug, Error)]

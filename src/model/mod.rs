@@ -16,7 +16,7 @@ pub use parse::{parse, Packet, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN
 use parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_HLEN, IPV6_HLEN};
 pub use rewrite::encap_len;
 
-use crate::abi::{Action, Mode, Reason};
+use crate::abi::{Action, Mode, Reason, IPPROTO_TCP, IPPROTO_UDP};
 use crate::config::Protocol;
 use crate::flow_hash::{flow_hash, maglev_slot, FlowKey};
 use crate::plan::Plan;
@@ -182,31 +182,45 @@ fn nat_return(
 /// the frame is passed as no VIP's before it is parsed. An IPv4 header
 /// without options (the frame at least 34 bytes) or an IPv6 header (54),
 /// carrying anything but ICMP, whose destination's VIP bit and source's
-/// nat bit are clear in `quick`. Its lengths and transport header are not
+/// nat bit are clear in `quick`; or, with the destination's bit set and the
+/// source's clear, TCP or UDP (not an IPv4 fragment, the destination port
+/// in the frame) whose (destination, port) and (destination, 0) port bits
+/// are clear. Its lengths and the rest of its transport header are not
 /// read: a malformed packet that passes here is not_vip, not its flaw.
 pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
     if frame.len() < ETH_HLEN + IPV4_HLEN {
         return false;
     }
     let ip = &frame[ETH_HLEN..];
-    let (src, dst): (IpAddr, IpAddr) = match u16::from_be_bytes([frame[12], frame[13]]) {
+    let (src, dst, proto, fragment, l4) = match u16::from_be_bytes([frame[12], frame[13]]) {
         ETH_P_IP => {
             if ip[0] != 0x45 || ip[9] == IPPROTO_ICMP {
                 return false;
             }
             let addr = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
-            (addr(12), addr(16))
+            // MF or a fragment offset.
+            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            (addr(12), addr(16), ip[9], fragment, IPV4_HLEN)
         }
         ETH_P_IPV6 => {
             if frame.len() < ETH_HLEN + IPV6_HLEN || ip[0] >> 4 != 6 || ip[6] == IPPROTO_ICMPV6 {
                 return false;
             }
             let addr = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap());
-            (addr(8), addr(24))
+            (addr(8), addr(24), ip[6], false, IPV6_HLEN)
         }
         _ => return false,
     };
-    quick.passes(&src, &dst)
+    if quick.passes(&src, &dst) {
+        return true;
+    }
+    if quick.nat_source(&src) || fragment || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return false;
+    }
+    match ip.get(l4 + 2..l4 + 4) {
+        Some(dport) => quick.port_passes(&dst, u16::from_be_bytes([dport[0], dport[1]]), proto),
+        None => false,
+    }
 }
 
 /// Runs the program on one frame received on `ingress_ifindex`.
