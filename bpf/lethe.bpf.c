@@ -224,7 +224,7 @@ static __always_inline __u64 quick_has(__u32 base, __u32 bit)
 #define QUICK_MAYBE_VIP -2
 #define QUICK_PORT -3
 
-/* passes packets that are no VIP's, counted not_vip. */
+/* Passes a packet that is no VIP's, counted not_vip. */
 static __always_inline int quick_pass(struct xdp_md *ctx, void *data, void *data_end)
 {
 	/* What verdict() reads: constants but the length, folded away. */
