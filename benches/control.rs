@@ -352,7 +352,7 @@ fn main() {
 
     // Slowest first, with their place in the sequence (percentile sorts).
     let mut slow: Vec<(usize, Duration)> = visible.iter().copied().enumerate().collect();
-    slow.sort_by(|a, b| b.1.cmp(&a.1));
+    slow.sort_by_key(|&(_, d)| std::cmp::Reverse(d));
     println!("## Control plane\n");
     println!("`cargo bench --bench control` — the release daemon in a private netns, changes over HTTP; \"visible\" = the pinned VIP record or its table map changed (polled every 20 µs).\n");
     println!("| change | n | visible p50 ms | visible p99 ms | answered p50 ms | answered p99 ms | SPEC |");
