@@ -200,10 +200,13 @@ struct lethe_vip_index_ctl {
  * (quick_bit in hash.h): the VIP addresses (tested with a packet's
  * destination) and the nat backends (tested with its source). A packet
  * whose two bits are clear is no VIP's and no nat backend's: it is passed
- * at once (see quick_not_vip in lethe.bpf.c). The third has one bit per
- * VIP key (quick_port_bit: address, port, protocol; port 0 for an
- * all-ports VIP): TCP or UDP to a VIP's address whose (dport) and (0) bits
- * are both clear is passed too, without the full parse. A hash of its own, cheaper than
+ * at once (see quick_not_vip in lethe.bpf.c). An address with an
+ * all-ports VIP also sets its bit's neighbour in the VIP bitmap (bit ^ 1).
+ * The third has one bit per VIP key (quick_port_bit: address, port,
+ * protocol): TCP or UDP to a VIP's address whose neighbour bit is clear
+ * (no all-ports VIP there, nor another VIP's address on that bit) and
+ * whose (dport) bit is clear is passed too, without the full parse. A
+ * hash of its own, cheaper than
  * addr_bit's fold for IPv6 and free to differ from it, because the bitmap
  * is global data (the .data.quick section): the program reads it with a
  * load, not a map lookup, and each loaded program has its own. It is not

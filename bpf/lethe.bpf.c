@@ -99,8 +99,8 @@ static __always_inline const struct lethe_vip *index_lookup(const struct packet 
  * protocol): an all-ports VIP. addr_filter answers most packets that are
  * no VIP's with two bits of one word; vip_index the rest, and `vips` the keys the
  * index could not place (LETHE_VIP_HALF_F_OVERFLOW). `filtered`: the first
- * test's port bitmap already found a bit of the two keys set
- * (quick_port_test), so addr_filter, which tests the same keys, is skipped. */
+ * test's port bitmap already found the key's bit set (quick_port_test), so
+ * addr_filter, which would test it again, is skipped. */
 static __always_inline const struct lethe_vip *find_vip(const struct packet *p, int filtered)
 {
 	const struct lethe_vip_index_ctl *ctl;
@@ -246,8 +246,9 @@ static __always_inline int quick_pass(struct xdp_md *ctx, void *data, void *data
  * does not balance, the kernel does. ICMP goes the full way, since an
  * error is routed by the flow it quotes. Returns the verdict, QUICK_FULL
  * for the full path (another EtherType, a VLAN tag, a frame too short for
- * the header, a nat bit set), or QUICK_PORT when only the destination's
- * bit is set: a VIP's address, or one sharing its bit (quick_port_test).
+ * the header, a nat bit set, an all-ports mark), or QUICK_PORT when only
+ * the destination's bit is set: a VIP's address, or one sharing its bit
+ * (quick_port_test).
  */
 static __always_inline int quick_not_vip(struct xdp_md *ctx, void *data, void *data_end)
 {
@@ -280,18 +281,22 @@ static __always_inline int quick_not_vip(struct xdp_md *ctx, void *data, void *d
 		return QUICK_FULL;
 	}
 	/* One branch for both bits: `|`, not `||`. */
-	if (quick_has(LETHE_QUICK_VIP, dst_bit) | quick_has(LETHE_QUICK_NAT, src_bit))
-		return quick_has(LETHE_QUICK_NAT, src_bit) ? QUICK_FULL : QUICK_PORT;
+	if (quick_has(LETHE_QUICK_VIP, dst_bit) | quick_has(LETHE_QUICK_NAT, src_bit)) {
+		/* The neighbour bit: an all-ports VIP may be there. */
+		if (quick_has(LETHE_QUICK_NAT, src_bit) | quick_has(LETHE_QUICK_VIP, dst_bit ^ 1))
+			return QUICK_FULL;
+		return QUICK_PORT;
+	}
 	return quick_pass(ctx, data, data_end);
 }
 
 /*
  * The first test's second stage, for a packet to a VIP's address (its VIP
- * bit set, its nat bit clear): TCP or UDP, not an IPv4 fragment, the
- * destination port in the frame — if neither (dst, dport, proto) nor
- * (dst, 0, proto) has its bit in the port bitmap, it is no VIP's, passed
- * here rather than parsed in full: traffic to a VIP's address on another
- * port costs little more than other traffic. Returns the verdict,
+ * bit set; its nat bit and its VIP bit's neighbour, the all-ports mark,
+ * clear): TCP or UDP, not an IPv4 fragment, the destination port in the
+ * frame — if (dst, dport, proto) has no bit in the port bitmap, it is no
+ * VIP's, passed here rather than parsed in full: traffic to a VIP's
+ * address on another port costs little more than other traffic. Returns the verdict,
  * QUICK_FULL, or QUICK_MAYBE_VIP. The header is read again from the frame
  * rather than kept from the first stage: kept, it took a register the
  * first stage's own exit needs, and the context went to the stack on
@@ -327,8 +332,7 @@ static __always_inline int quick_port_test(struct xdp_md *ctx, void *data, void 
 	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return QUICK_FULL;
-	if (quick_has(LETHE_QUICK_PORT, quick_port_bit(fold, ((__be16 *)l4)[1], proto)) |
-	    quick_has(LETHE_QUICK_PORT, quick_port_bit(fold, 0, proto)))
+	if (quick_has(LETHE_QUICK_PORT, quick_port_bit(fold, ((__be16 *)l4)[1], proto)))
 		return QUICK_MAYBE_VIP;
 	return quick_pass(ctx, data, data_end);
 }

@@ -2,10 +2,12 @@
 //! three bitmaps. Two have one bit per address hash — the VIP addresses,
 //! tested with a packet's destination, and the nat backends, tested with
 //! its source. A packet with both bits clear is passed before it is parsed
-//! (`quick_not_vip` in bpf/lethe.bpf.c, `model::quick_not_vip`). The third
-//! has one bit per VIP key (address, port, protocol; port 0 for an
-//! all-ports VIP): TCP or UDP to a VIP's address is passed too when neither
-//! its (destination, port) key nor its (destination, 0) key has its bit set.
+//! (`quick_not_vip` in bpf/lethe.bpf.c, `model::quick_not_vip`). An address
+//! with an all-ports VIP also sets the neighbour of its bit (bit ^ 1), the
+//! all-ports mark. The third has one bit per VIP key with a port (address,
+//! port, protocol): TCP or UDP to a VIP's address without the mark is
+//! passed too (the second stage) when its (destination, port) key's bit is
+//! clear.
 //!
 //! The bitmaps are a pure function of the VIP keys and nat backend
 //! addresses, so the model computes the same ones the control plane writes.
@@ -74,7 +76,11 @@ impl QuickFilter {
         let mut f = QuickFilter::default();
         for (addr, port, proto) in vips {
             f.set(QUICK_VIP, quick_bit(&addr));
-            f.set(QUICK_PORT, quick_port_bit(&addr, port, proto));
+            if port == 0 {
+                f.set(QUICK_VIP, quick_bit(&addr) ^ 1);
+            } else {
+                f.set(QUICK_PORT, quick_port_bit(&addr, port, proto));
+            }
         }
         for a in nat_backends {
             f.set(QUICK_NAT, quick_bit(&a));
@@ -96,17 +102,17 @@ impl QuickFilter {
         !self.has(QUICK_VIP, quick_bit(dst)) && !self.has(QUICK_NAT, quick_bit(src))
     }
 
-    /// Whether the source's nat bit is set: the full path, whatever the
-    /// destination.
-    pub fn nat_source(&self, src: &IpAddr) -> bool {
-        self.has(QUICK_NAT, quick_bit(src))
+    /// Whether a packet the first test did not pass goes to the second
+    /// stage: the source's nat bit and the destination's all-ports mark
+    /// both clear (else the full path).
+    pub fn second_stage(&self, src: &IpAddr, dst: &IpAddr) -> bool {
+        !self.has(QUICK_NAT, quick_bit(src)) && !self.has(QUICK_VIP, quick_bit(dst) ^ 1)
     }
 
     /// Whether TCP or UDP (`proto`) to `dst` port `dport` is passed at the
-    /// second test: the bits of (dst, dport) and (dst, 0) both clear.
+    /// second stage: the bit of (dst, dport) clear.
     pub fn port_passes(&self, dst: &IpAddr, dport: u16, proto: u8) -> bool {
         !self.has(QUICK_PORT, quick_port_bit(dst, dport, proto))
-            && !self.has(QUICK_PORT, quick_port_bit(dst, 0, proto))
     }
 
     /// Every bit set in either.
@@ -165,7 +171,7 @@ mod tests {
         assert!(f.passes(&client, &"198.51.100.8".parse().unwrap()));
         assert!(!f.passes(&client, &vip));
         assert!(!f.passes(&backend, &client));
-        assert!(f.nat_source(&backend) && !f.nat_source(&client));
+        assert!(!f.second_stage(&backend, &vip) && f.second_stage(&client, &vip));
         // The bitmaps are apart: a VIP address as a source, a backend as a
         // destination, are other traffic.
         assert!(f.passes(&vip, &client));
@@ -177,17 +183,19 @@ mod tests {
     }
 
     #[test]
-    fn the_port_test_stops_the_vip_key_and_the_all_ports_key() {
+    fn the_second_stage_stops_vip_keys_and_all_ports_addresses() {
         let vip: IpAddr = "10.100.0.1".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
         let f = QuickFilter::new([(vip, 80, IPPROTO_TCP)], []);
+        assert!(f.second_stage(&client, &vip));
         assert!(!f.port_passes(&vip, 80, IPPROTO_TCP));
         assert!(f.port_passes(&vip, 81, IPPROTO_TCP));
         assert!(f.port_passes(&vip, 80, IPPROTO_UDP));
-        // An all-ports VIP stops every port of its protocol.
+        // An all-ports VIP sends every packet to its address on to the
+        // full path, and sets no port bit.
         let all = QuickFilter::new([(vip, 0, IPPROTO_UDP)], []);
-        for port in [0, 53, 80, 65535] {
-            assert!(!all.port_passes(&vip, port, IPPROTO_UDP));
-        }
-        assert!(all.port_passes(&vip, 53, IPPROTO_TCP));
+        assert!(!all.passes(&client, &vip));
+        assert!(!all.second_stage(&client, &vip));
+        assert!(all.words()[QUICK_PORT as usize..].iter().all(|&w| w == 0));
     }
 }

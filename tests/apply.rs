@@ -377,9 +377,9 @@ fn vips_the_index_cannot_place_are_found_in_the_vips_map() {
     });
 }
 
-/// quick_filter's port bitmap, the first test's second stage, follows the
-/// plan both ways: a VIP that moves to another port of its address takes
-/// its old port's bit with it.
+/// quick_filter's second stage follows the plan both ways: a VIP that
+/// moves to another port of its address takes its old port's bit with it,
+/// and an all-ports VIP's mark comes and goes with it.
 #[test]
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn the_second_stage_follows_vip_ports() {
@@ -388,38 +388,52 @@ fn the_second_stage_follows_vip_ports() {
         let lt0 = topo.ifindex("lt0");
         let mac = topo.iface_mac("lt0");
         let dp = Dataplane::load().unwrap();
-        // To web4's address and port, its IP length one byte beyond the
-        // frame: parsed (bad_ip_len) while a VIP holds the port's bit,
-        // passed at the second stage (not_vip) once the VIP moved away.
-        let mut frame = Flow::tcp("198.51.100.1", 5353, "10.100.0.1", 80).frame(mac);
-        let n = (frame.len() - 14 + 1) as u16;
-        frame[16..18].copy_from_slice(&n.to_be_bytes());
+        // To web4's address, its IP length one byte beyond the frame:
+        // parsed (bad_ip_len) while a VIP may hold the port, passed at the
+        // second stage (not_vip) while none can.
+        let flawed = |port: u16| {
+            let mut f = Flow::tcp("198.51.100.1", 5353, "10.100.0.1", port).frame(mac);
+            let n = (f.len() - 14 + 1) as u16;
+            f[16..18].copy_from_slice(&n.to_be_bytes());
+            f
+        };
         let full = fixture_config();
         let mut moved = full.clone();
         for v in moved.vips.iter_mut().filter(|v| v.name == "web4") {
             v.port = 8081;
         }
-        for (config, want) in [
-            (&full, Reason::BadIpLen),
-            (&moved, Reason::NotVip),
-            (&full, Reason::BadIpLen),
+        let mut all_ports = full.clone();
+        let mut web4all = full.vips.iter().find(|v| v.name == "web4").unwrap().clone();
+        (web4all.name, web4all.port) = ("web4all".into(), 0);
+        all_ports.vips.push(web4all);
+        let (bad, passed) = (Reason::BadIpLen, Reason::NotVip);
+        // (configuration, want for port 80, want for port 9999)
+        for (config, want80, want9999) in [
+            (&full, bad, passed),
+            (&moved, passed, passed),
+            (&full, bad, passed),
+            (&all_ports, bad, bad),
+            (&full, bad, passed),
         ] {
             let plan = Plan::new(config).unwrap();
             dp.apply(&plan).unwrap();
             // The premise: the address keeps its bit (dns4, and web4 on
-            // its new port), and no other key shares the port's.
-            assert!(!plan
-                .quick
-                .passes(&addr("198.51.100.1"), &addr("10.100.0.1")));
-            assert_eq!(
-                plan.quick
-                    .port_passes(&addr("10.100.0.1"), 80, lethe::abi::IPPROTO_TCP),
-                want == Reason::NotVip
-            );
-            let got = dp.trace(&frame, lt0).unwrap().reason;
-            assert_eq!(got, Some(want));
-            let model = model::process(&plan, &topo as &dyn Network, lt0, &frame);
-            assert_eq!(model.reason, want, "model");
+            // its new port), and no other key shares a port's.
+            let (client, vip) = (addr("198.51.100.1"), addr("10.100.0.1"));
+            assert!(!plan.quick.passes(&client, &vip));
+            for (port, want) in [(80, want80), (9999, want9999)] {
+                assert_eq!(
+                    plan.quick.second_stage(&client, &vip)
+                        && plan.quick.port_passes(&vip, port, lethe::abi::IPPROTO_TCP),
+                    want == passed,
+                    "port {port}"
+                );
+                let frame = flawed(port);
+                let got = dp.trace(&frame, lt0).unwrap().reason;
+                assert_eq!(got, Some(want), "port {port}");
+                let model = model::process(&plan, &topo as &dyn Network, lt0, &frame);
+                assert_eq!(model.reason, want, "model, port {port}");
+            }
         }
     });
 }

@@ -1270,12 +1270,26 @@ fn gre(f: Vec<u8>) -> Vec<u8> {
     })
 }
 
-/// A port of `vip`'s address whose two port bits (lethe::quick_filter) are
-/// clear for `proto`: its packets leave at the first test's second stage.
+/// A port of `vip`'s address whose port bit (lethe::quick_filter) is clear
+/// for `proto`: its packets leave at the first test's second stage.
 fn other_port(env: &Env, vip: &str, proto: u8) -> u16 {
+    assert_second_stage(env, vip);
     (1024..=u16::MAX)
         .find(|&p| env.plan.quick.port_passes(&ip(vip), p, proto))
-        .expect("a port whose bits are clear")
+        .expect("a port whose bit is clear")
+}
+
+/// The premise of the second stage's fixtures: from the fixtures' clients,
+/// packets to `vip`'s address reach it (no all-ports mark there).
+fn assert_second_stage(env: &Env, vip: &str) {
+    for client in ["198.51.100.7", "2001:db8:c::7"] {
+        if ip(client).is_ipv4() == ip(vip).is_ipv4() {
+            assert!(
+                env.plan.quick.second_stage(&ip(client), &ip(vip)),
+                "{client} -> {vip}"
+            );
+        }
+    }
 }
 
 /// A port of `vip`'s address that is no VIP's but whose port bit a VIP key
@@ -1294,6 +1308,7 @@ fn port_sharing_a_bit(env: &Env, vip: &str, proto: u8) -> u16 {
         !vip_ports.contains(&0),
         "an all-ports VIP: every port is its"
     );
+    assert_second_stage(env, vip);
     (1024..=u16::MAX)
         .find(|&p| !vip_ports.contains(&p) && !env.plan.quick.port_passes(&ip(vip), p, proto))
         .expect("some port shares a bit")

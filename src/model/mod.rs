@@ -182,10 +182,10 @@ fn nat_return(
 /// the frame is passed as no VIP's before it is parsed. An IPv4 header
 /// without options (the frame at least 34 bytes) or an IPv6 header (54),
 /// carrying anything but ICMP, whose destination's VIP bit and source's
-/// nat bit are clear in `quick`; or, with the destination's bit set and the
-/// source's clear, TCP or UDP (not an IPv4 fragment, the destination port
-/// in the frame) whose (destination, port) and (destination, 0) port bits
-/// are clear. Its lengths and the rest of its transport header are not
+/// nat bit are clear in `quick`; or, with the destination's bit set and
+/// the source's nat bit and the destination's all-ports mark clear, TCP or
+/// UDP (not an IPv4 fragment, the destination port in the frame) whose
+/// (destination, port) bit is clear. Its lengths and the rest of its transport header are not
 /// read: a malformed packet that passes here is not_vip, not its flaw.
 pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
     if frame.len() < ETH_HLEN + IPV4_HLEN {
@@ -214,7 +214,8 @@ pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
     if quick.passes(&src, &dst) {
         return true;
     }
-    if quick.nat_source(&src) || fragment || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+    if !quick.second_stage(&src, &dst) || fragment || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+    {
         return false;
     }
     match ip.get(l4 + 2..l4 + 4) {
