@@ -201,18 +201,19 @@ struct lethe_vip_index_ctl {
  * destination) and the nat backends (tested with its source). A packet
  * whose two bits are clear is no VIP's and no nat backend's: it is passed
  * at once (see quick_not_vip in lethe.bpf.c). An address with an
- * all-ports VIP also sets its bit's neighbour in the VIP bitmap (bit ^ 1).
- * The third has one bit per VIP key (quick_port_bit: address, port,
- * protocol): TCP or UDP to a VIP's address whose neighbour bit is clear
- * (no all-ports VIP there, nor another VIP's address on that bit) and
- * whose (dport) bit is clear is passed too, without the full parse. A
- * hash of its own, cheaper than
- * addr_bit's fold for IPv6 and free to differ from it, because the bitmap
- * is global data (the .data.quick section): the program reads it with a
- * load, not a map lookup, and each loaded program has its own. It is not
- * pinned; the control plane fills it from the configuration it adopts
- * before it attaches the program, and after that like addr_filter: a bit
- * is set before anything needs it and cleared after.
+ * all-ports VIP also sets its bit's neighbour (bit ^ 1) in the VIP bitmap,
+ * the all-ports mark. The third has one bit per VIP key with a port
+ * (quick_port_bit: address, port, protocol): TCP or UDP to a VIP's address
+ * whose mark is clear (no all-ports VIP there, and no other VIP address's
+ * bit on the neighbour) and whose (dport) bit is clear is passed too,
+ * without the full parse (quick_port_test). Hashes of their own, cheaper
+ * than addr_bit's fold for IPv6 and free to differ from it, because the
+ * bitmaps are global data (the .data.quick section): the program reads
+ * them with loads, not map lookups, and each loaded program has its own.
+ * They are not pinned; the control plane fills them from the
+ * configuration it adopts before it attaches the program, and after that
+ * like addr_filter: a bit is set before anything needs it and cleared
+ * after.
  */
 #define LETHE_QUICK_BITS 65536
 #define LETHE_QUICK_WORDS (LETHE_QUICK_BITS / 64)

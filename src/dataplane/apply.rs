@@ -39,7 +39,7 @@ use crate::quick_filter::QuickFilter;
 pub struct Maps<'a> {
     pub config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
-    /// The program's quick_filter (global data: one entry, both bitmaps).
+    /// The program's quick_filter (global data: one entry, its three bitmaps).
     pub quick_filter: &'a dyn MapCore,
     pub vip_index: &'a VipIndex,
     /// An array-of-maps and a table to put in it: see `wait_for_programs`.

@@ -178,15 +178,16 @@ fn nat_return(
     }
 }
 
-/// The program's first test (`quick_not_vip` in bpf/lethe.bpf.c): whether
-/// the frame is passed as no VIP's before it is parsed. An IPv4 header
-/// without options (the frame at least 34 bytes) or an IPv6 header (54),
-/// carrying anything but ICMP, whose destination's VIP bit and source's
-/// nat bit are clear in `quick`; or, with the destination's bit set and
-/// the source's nat bit and the destination's all-ports mark clear, TCP or
-/// UDP (not an IPv4 fragment, the destination port in the frame) whose
-/// (destination, port) bit is clear. Its lengths and the rest of its transport header are not
-/// read: a malformed packet that passes here is not_vip, not its flaw.
+/// The program's first test and its second stage (`quick_not_vip` and
+/// `quick_port_test` in bpf/lethe.bpf.c): whether the frame is passed as
+/// no VIP's before it is parsed. An IPv4 header without options (the frame
+/// at least 34 bytes) or an IPv6 header (54), carrying anything but ICMP,
+/// whose destination's VIP bit and source's nat bit are clear in `quick`;
+/// or, with the destination's bit set and the source's nat bit and the
+/// destination's all-ports mark clear, TCP or UDP (not an IPv4 fragment,
+/// the destination port in the frame) whose (destination, port) bit is
+/// clear. Its lengths and the rest of its transport header are not read:
+/// a malformed packet that passes here is not_vip, not its flaw.
 pub fn quick_not_vip(quick: &QuickFilter, frame: &[u8]) -> bool {
     if frame.len() < ETH_HLEN + IPV4_HLEN {
         return false;
