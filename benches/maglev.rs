@@ -1,7 +1,7 @@
 //! Maglev figures: build time, balance and disruption, as a markdown table.
 //! Run: cargo bench --bench maglev
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lethe::maglev::{build, MaglevTable, WeightedBackend};
 
@@ -72,4 +72,62 @@ fn main() {
             }
         }
     }
+
+    steadiness();
+}
+
+/// The same build again and again, paced as the control bench's REST
+/// changes come (one every ~20 ms), each followed by a fixed loop of
+/// multiplications that touches no memory: how far one build's time moves
+/// with the host alone. When both are several times their median at the
+/// same moments, the CPU itself slowed down (here: a vCPU given a fraction
+/// of a core for a second or so), not the code; the control bench's p99
+/// rides on it.
+fn steadiness() {
+    const BUILDS: usize = 250;
+    let b = backends(1000, false);
+    let (builds, spins): (Vec<f64>, Vec<f64>) = (0..BUILDS)
+        .map(|i| {
+            let less = if i % 2 == 0 { &b[1..] } else { &b[..] };
+            let t = Instant::now();
+            std::hint::black_box(build(less, 65_537).unwrap());
+            let build_ms = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            let mut x = std::hint::black_box(1u64);
+            // A dependent chain the compiler cannot shorten (~1 ms here).
+            for _ in 0..250_000 {
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            }
+            std::hint::black_box(x);
+            let spin_ms = t.elapsed().as_secs_f64() * 1e3;
+            std::thread::sleep(Duration::from_millis(20));
+            (build_ms, spin_ms)
+        })
+        .unzip();
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        (
+            s[v.len() / 2],
+            s[((v.len() - 1) as f64 * 0.99).round() as usize],
+            s[v.len() - 1],
+        )
+    };
+    let ((b50, b99, bmax), (s50, _, smax)) = (median(&builds), median(&spins));
+    let slow_build: Vec<bool> = builds.iter().map(|&t| t > 2.0 * b50).collect();
+    let slow_spin: Vec<bool> = spins.iter().map(|&t| t > 2.0 * s50).collect();
+    let both = slow_build
+        .iter()
+        .zip(&slow_spin)
+        .filter(|(a, b)| **a && **b)
+        .count();
+    println!(
+        "\nHost steadiness: one build (M=65537, 1000 or 999 equal backends) {BUILDS} times, 20 ms apart: \
+         p50 {b50:.3} ms, p99 {b99:.3} ms, max {bmax:.3} ms; over twice its p50 in {} of {BUILDS}. \
+         After each, a loop of multiplications that reads no memory: p50 {s50:.3} ms, max {smax:.3} ms; \
+         over twice its p50 in {}, {both} of them right after a slow build.",
+        slow_build.iter().filter(|&&s| s).count(),
+        slow_spin.iter().filter(|&&s| s).count(),
+    );
 }
