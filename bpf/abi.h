@@ -92,10 +92,11 @@ struct lethe_backend_src {
 	__u8 addr[16]; /* IPv4: addr[0..4] */
 };
 
-/* nexthop_ctl[0]: the program caches next hops of backends (nexthops in
- * maps.h); an entry holds while gen is unchanged, for ttl_jiffies at most.
- * Jiffies, because reading them is one load (the verifier inlines
- * bpf_jiffies64) where a clock read costs ~20 ns a packet. The default is
+/* nexthop_ctl[0] (the program reads its copy, live_nexthop_ctl): the
+ * program caches next hops of backends (nexthops in maps.h); an entry
+ * holds while gen is unchanged, for ttl_jiffies at most. Jiffies, because
+ * reading them is one load (the verifier inlines bpf_jiffies64) where a
+ * clock read costs ~20 ns a packet. The default is
  * 25 ms to 250 ms, as the kernel's HZ is 1000 to 100; the daemon makes
  * entries stale at once on every change it hears of, so the lifetime only
  * matters while no daemon runs. */
@@ -124,7 +125,8 @@ struct lethe_trace {
 	__u32 _pad;
 };
 
-/* lb_config[0]: settings that are identical on every node of a cluster. */
+/* lb_config[0] (the program reads its copy, live_config): settings that
+ * are identical on every node of a cluster. */
 struct lethe_config {
 	__u32 hash_seed;
 	__u32 flags;     /* LETHE_CFG_F_* */

@@ -116,15 +116,14 @@ static __always_inline enum lethe_reason cached_nexthop(struct xdp_md *ctx, cons
 							struct bpf_fib_lookup *fib, const __u8 **macs)
 {
 	struct lethe_nexthop *nh = bpf_map_lookup_elem(&nexthops, &slot);
-	__u32 zero = 0, mtu, gen, ttl;
-	const struct lethe_nexthop_ctl *ctl = bpf_map_lookup_elem(&nexthop_ctl, &zero);
+	__u32 mtu, gen, ttl;
 	enum lethe_reason why;
 
-	if (!nh || !ctl)
+	if (!nh)
 		return LETHE_R_INTERNAL;
 	/* The generation before the lookup: a change the daemon announces
 	 * while this packet looks the route up leaves the entry stale. */
-	gen = *(volatile const __u32 *)&ctl->gen;
+	gen = *(volatile const __u32 *)&live_nexthop_ctl.gen;
 	if (nexthop_fresh(nh, addr, family, gen, p->ingress)) {
 		if (tot_len > nh->mtu) {
 			fib->mtu_result = nh->mtu;
@@ -155,7 +154,7 @@ static __always_inline enum lethe_reason cached_nexthop(struct xdp_md *ctx, cons
 		return why;
 
 	__builtin_memcpy(nh->addr, addr, 16);
-	ttl = ctl->ttl_jiffies ? ctl->ttl_jiffies : LETHE_NEXTHOP_TTL_JIFFIES;
+	ttl = live_nexthop_ctl.ttl_jiffies ?: LETHE_NEXTHOP_TTL_JIFFIES;
 	nh->expires = bpf_jiffies64() + ttl;
 	nh->gen = gen;
 	nh->ingress_ifindex = p->ingress;

@@ -344,7 +344,7 @@ static __always_inline int full_path(struct xdp_md *ctx, int filtered)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	const struct lethe_config *cfg;
+	const struct lethe_config *cfg = &live_config;
 	const struct lethe_backend *be;
 	const struct lethe_vip *vip;
 	struct bpf_fib_lookup fib;
@@ -354,16 +354,12 @@ static __always_inline int full_path(struct xdp_md *ctx, int filtered)
 	enum lethe_reason why;
 	struct packet p = { .vip_id = LETHE_NONE, .backend_id = LETHE_NONE };
 	const __u32 *backend_id;
-	__u32 zero = 0, hash;
+	__u32 hash;
 	int action;
 
 	why = parse(data, data_end, &p);
 	if (unlikely(why != PARSE_OK))
 		return verdict(ctx, &p, reason_action(why), why);
-
-	cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	if (!cfg)
-		return verdict(ctx, &p, XDP_ABORTED, LETHE_R_INTERNAL);
 
 	vip = find_vip(&p, filtered);
 	if (!vip) {

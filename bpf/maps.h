@@ -6,12 +6,28 @@
 
 #include "common.h"
 
+/* The record of the settings, pinned, which a restarted control plane
+ * adopts; the program reads live_config, its own copy. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct lethe_config);
 } lb_config SEC(".maps");
+
+/*
+ * What the program reads of lb_config and nexthop_ctl: copies in global
+ * data, each a load from a fixed address. Read from the one-entry array
+ * maps, each cost a key stored to the stack, an inlined lookup and a NULL
+ * test: both together ~3 ns a packet to a VIP (dsr repeat N, interleaved
+ * A/B, 4 rounds: Δ 84.3-89.2 -> 80.8-83.3 ns). Global data is the program's own and
+ * never pinned: a program loaded anew starts with zeroes, and the control
+ * plane writes both copies from the pinned records before it attaches
+ * the program (Installed::adopt, Dataplane::load_pinned), then every
+ * record and its copy together. Written whole, as the array entries were.
+ */
+struct lethe_config live_config SEC(".data.config");
+struct lethe_nexthop_ctl live_nexthop_ctl SEC(".data.nexthop_ctl");
 
 /* Every VIP by key: what a restarted control plane adopts, and where the
  * program looks a VIP up that vip_index could not place (see
@@ -149,7 +165,8 @@ struct {
 	__type(value, struct lethe_nexthop);
 } nexthops SEC(".maps");
 
-/* The generation nexthops entries must carry, and how long they hold. */
+/* The generation nexthops entries must carry, and how long they hold: the
+ * pinned record; the program reads live_nexthop_ctl. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -24,6 +24,7 @@ use lethe::plan::Plan;
 
 use common::netns::{in_new_netns, sh};
 use common::packets::Flow;
+use common::pins::PinDir;
 use common::topology::{fmt_mac, Topology};
 
 /// At least an hour, in jiffies (HZ is at most 1000).
@@ -133,6 +134,50 @@ fn a_cached_next_hop_holds_until_the_generation_changes() {
             b.dp.invalidate_nexthops().unwrap();
             assert_eq!(b.dmac(vip, "lt0"), (Some(Action::Tx), MOVED), "{vip}");
         }
+    });
+}
+
+/// A program loaded on reused pins (a restarted daemon) trusts none of the
+/// next hops an earlier program cached in the pinned `nexthops`: routes and
+/// neighbours may have changed while no daemon listened. The program reads
+/// its own copy of the generation (global data, zeroed at load): loading
+/// must set it past the pinned record's, or the second program, which
+/// changes nothing else here, takes the first one's stale answer.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_program_loaded_on_reused_pins_trusts_no_cached_next_hop() {
+    in_new_netns(|| {
+        lethe::dataplane::pin_thread_to_cpu(0).unwrap();
+        let dir = PinDir::new("reused-nexthops");
+        let topo = Topology::create();
+        let plan = Plan::new(&config()).unwrap();
+        let load = || {
+            let dp = Dataplane::load_pinned(&dir.0).unwrap();
+            dp.apply(&plan).unwrap();
+            dp
+        };
+        let frame = Flow::tcp("198.51.100.1", 40000, "10.100.0.1", 80)
+            .payload(20)
+            .frame(topo.iface_mac("lt0"));
+        let dmac = |dp: &Dataplane| {
+            let run = dp.test_run(&frame, topo.ifindex("lt0")).unwrap();
+            (run.action, <[u8; 6]>::try_from(&run.frame[..6]).unwrap())
+        };
+        let first = load();
+        first.allow_tx_port(topo.ifindex("lt2")).unwrap();
+        first.set_nexthop_ttl_jiffies(HOUR).unwrap();
+        let old = topo
+            .neighbour_mac("10.1.0.11".parse::<IpAddr>().unwrap())
+            .unwrap();
+        assert_eq!(dmac(&first), (Some(Action::Tx), old));
+        sh(&format!(
+            "ip neigh replace 10.1.0.11 lladdr {} dev lt0 nud permanent",
+            fmt_mac(&MOVED)
+        ));
+        // Cached, and nobody told the first program.
+        assert_eq!(dmac(&first), (Some(Action::Tx), old));
+        let second = load();
+        assert_eq!(dmac(&second), (Some(Action::Tx), MOVED));
     });
 }
 

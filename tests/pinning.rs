@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use lethe::abi::{Action, Reason};
@@ -19,24 +19,8 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use common::config::fixture_config;
 use common::netns::{ifindex, in_new_netns, sh};
 use common::packets::Flow;
+use common::pins::PinDir;
 use common::topology::Topology;
-
-/// A unique pin directory, removed (links detached) when dropped.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(test: &str) -> PinDir {
-        pin::ensure_bpffs(Path::new(pin::BPFFS)).unwrap();
-        let instance = format!("test-{test}-{}", std::process::id());
-        PinDir(pin::instance_dir(Path::new(pin::BPFFS), &instance))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = pin::remove_instance(&self.0);
-    }
-}
 
 /// The outer maps of tables: any size, and the fixed size (see bpf/abi.h).
 const OUTER_MAPS: [&str; 2] = ["tables", "tables_fixed"];

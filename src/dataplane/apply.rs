@@ -37,7 +37,10 @@ use crate::plan::{Plan, PlannedVip, VipKey};
 use crate::quick_filter::QuickFilter;
 
 pub struct Maps<'a> {
+    /// lb_config, the pinned record, and live_config, the program's copy
+    /// (global data: see bpf/maps.h).
     pub config: &'a dyn MapCore,
+    pub live_config: &'a dyn MapCore,
     pub addr_filter: &'a dyn MapCore,
     /// The program's quick_filter (global data: one entry, its three bitmaps).
     pub quick_filter: &'a dyn MapCore,
@@ -179,6 +182,18 @@ impl Default for Installed {
 
 /// Words of addr_filter: its two bitmaps.
 const FILTER_WORDS_ALL: usize = 2 * abi::FILTER_WORDS as usize;
+
+/// Writes the settings: the pinned record, then the program's copy.
+fn write_config(maps: &Maps<'_>, cfg: &lethe_config) -> Result<(), DataplaneError> {
+    for (map, name) in [
+        (maps.config, "lb_config"),
+        (maps.live_config, "live_config"),
+    ] {
+        map.update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
+            .map_err(|e| DataplaneError::map(name, "update", e))?;
+    }
+    Ok(())
+}
 
 fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), DataplaneError> {
     let cpus =
@@ -351,9 +366,14 @@ impl Installed {
                 None => maps.tables.remove(table_id)?,
             }
         }
-        // The program just loaded has a quick_filter of its own, empty:
-        // it must stop the traffic of what the pinned maps hold before the
-        // program is attached, whatever is applied next.
+        // The program just loaded has a copy of the settings of its own,
+        // zeroed: it must hash as the pinned record says before it is
+        // attached, whatever is applied next.
+        if let Some(cfg) = &inst.config {
+            write_config(maps, cfg)?;
+        }
+        // And a quick_filter of its own, empty: it must stop the traffic
+        // of what the pinned maps hold, likewise.
         let quick = QuickFilter::new(
             inst.vips
                 .keys()
@@ -472,9 +492,7 @@ impl Installed {
             ..Default::default()
         };
         if self.config.map(|c| c.as_bytes().to_vec()) != Some(cfg.as_bytes().to_vec()) {
-            maps.config
-                .update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
-                .map_err(|e| DataplaneError::map("lb_config", "update", e))?;
+            write_config(maps, &cfg)?;
             self.config = Some(cfg);
         }
         self.write_filter(maps, &filter)?;

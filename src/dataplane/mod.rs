@@ -47,6 +47,14 @@ const _: () = assert!(
     std::mem::size_of::<skel::types::data_quick>()
         == (crate::abi::QUICK_MAPS * crate::abi::QUICK_WORDS) as usize * std::mem::size_of::<u64>()
 );
+// live_config's and live_nexthop_ctl's are copies of the lb_config and
+// nexthop_ctl records, written whole.
+const _: () = assert!(
+    std::mem::size_of::<skel::types::data_config>()
+        == std::mem::size_of::<skel::types::lethe_config>()
+        && std::mem::size_of::<skel::types::data_nexthop_ctl>()
+            == std::mem::size_of::<skel::types::lethe_nexthop_ctl>()
+);
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -197,7 +205,9 @@ impl Dataplane {
             installed: Mutex::new(Installed::default()),
         };
         // Reused pins may hold next hops from before the routes changed
-        // while no daemon was listening.
+        // while no daemon was listening: a generation past the pinned
+        // record's, which is also the first this program's own copy (global
+        // data, zeroed at load) holds.
         dp.invalidate_nexthops()?;
         Ok(dp)
     }
@@ -205,6 +215,7 @@ impl Dataplane {
     fn maps(&self) -> apply::Maps<'_> {
         apply::Maps {
             config: &self.skel.maps.lb_config,
+            live_config: &self.skel.maps.data_config,
             addr_filter: &self.skel.maps.addr_filter,
             quick_filter: &self.skel.maps.data_quick,
             vip_index: &self.vip_index,
@@ -301,12 +312,18 @@ impl Dataplane {
         Ok(types::lethe_nexthop_ctl::from_bytes(&bytes).unwrap_or_default())
     }
 
+    /// Writes the pinned record, then the program's copy (see
+    /// live_nexthop_ctl in bpf/maps.h).
     fn set_nexthop_ctl(&self, ctl: &types::lethe_nexthop_ctl) -> Result<(), DataplaneError> {
-        self.skel
-            .maps
-            .nexthop_ctl
-            .update(&0u32.to_ne_bytes(), ctl.as_bytes(), MapFlags::ANY)
-            .map_err(|e| DataplaneError::map("nexthop_ctl", "update", e))
+        let maps = &self.skel.maps;
+        for (map, name) in [
+            (&maps.nexthop_ctl, "nexthop_ctl"),
+            (&maps.data_nexthop_ctl, "live_nexthop_ctl"),
+        ] {
+            map.update(&0u32.to_ne_bytes(), ctl.as_bytes(), MapFlags::ANY)
+                .map_err(|e| DataplaneError::map(name, "update", e))?;
+        }
+        Ok(())
     }
 
     /// Makes the maps hold `plan`: VIPs, backends, tables, seed. Tables are
@@ -567,9 +584,14 @@ mod tests {
             m.backends.value_size() as usize,
             size_of::<types::lethe_backend>()
         );
-        assert_eq!(
-            m.lb_config.value_size() as usize,
-            size_of::<types::lethe_config>()
-        );
+        for map in [&m.lb_config, &m.data_config] {
+            assert_eq!(map.value_size() as usize, size_of::<types::lethe_config>());
+        }
+        for map in [&m.nexthop_ctl, &m.data_nexthop_ctl] {
+            assert_eq!(
+                map.value_size() as usize,
+                size_of::<types::lethe_nexthop_ctl>()
+            );
+        }
     }
 }

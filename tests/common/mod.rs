@@ -7,5 +7,6 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod pins;
 pub mod rawsock;
 pub mod topology;
