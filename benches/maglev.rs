@@ -79,10 +79,11 @@ fn main() {
 /// The same build again and again, paced as the control bench's REST
 /// changes come (one every ~20 ms), each followed by a fixed loop of
 /// multiplications that touches no memory: how far one build's time moves
-/// with the host alone. When both are several times their median at the
-/// same moments, the CPU itself slowed down (here: a vCPU given a fraction
-/// of a core for a second or so), not the code; the control bench's p99
-/// rides on it.
+/// with the host alone; the control bench's p99 rides on it. When both are
+/// several times their median at the same moments, the CPU itself slowed
+/// down (here: a vCPU given a fraction of a core for a second or so); when
+/// only the builds are, the memory they touch did (caches or memory shared
+/// with the host's other tenants). Either way the host, not the code.
 fn steadiness() {
     const BUILDS: usize = 250;
     let b = backends(1000, false);
@@ -105,7 +106,8 @@ fn steadiness() {
             (build_ms, spin_ms)
         })
         .unzip();
-    let median = |v: &[f64]| {
+    // p50, p99, max.
+    let spread = |v: &[f64]| {
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);
         (
@@ -114,7 +116,7 @@ fn steadiness() {
             s[v.len() - 1],
         )
     };
-    let ((b50, b99, bmax), (s50, _, smax)) = (median(&builds), median(&spins));
+    let ((b50, b99, bmax), (s50, _, smax)) = (spread(&builds), spread(&spins));
     let slow_build: Vec<bool> = builds.iter().map(|&t| t > 2.0 * b50).collect();
     let slow_spin: Vec<bool> = spins.iter().map(|&t| t > 2.0 * s50).collect();
     let both = slow_build

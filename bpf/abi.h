@@ -96,10 +96,10 @@ struct lethe_backend_src {
  * program caches next hops of backends (nexthops in maps.h); an entry
  * holds while gen is unchanged, for ttl_jiffies at most. Jiffies, because
  * reading them is one load (the verifier inlines bpf_jiffies64) where a
- * clock read costs ~20 ns a packet. The default is
- * 25 ms to 250 ms, as the kernel's HZ is 1000 to 100; the daemon makes
- * entries stale at once on every change it hears of, so the lifetime only
- * matters while no daemon runs. */
+ * clock read costs ~20 ns a packet. The default is 25 ms to 250 ms, as
+ * the kernel's HZ is 1000 to 100; the daemon makes entries stale at once
+ * on every change it hears of, so the lifetime only matters while no
+ * daemon runs. */
 #define LETHE_NEXTHOP_TTL_JIFFIES 25 /* when ttl_jiffies is 0 */
 
 struct lethe_nexthop_ctl {

@@ -20,11 +20,13 @@ struct {
  * data, each a load from a fixed address. Read from the one-entry array
  * maps, each cost a key stored to the stack, an inlined lookup and a NULL
  * test: both together ~3 ns a packet to a VIP (dsr repeat N, interleaved
- * A/B, 4 rounds: Δ 84.3-89.2 -> 80.8-83.3 ns). Global data is the program's own and
- * never pinned: a program loaded anew starts with zeroes, and the control
- * plane writes both copies from the pinned records before it attaches
- * the program (Installed::adopt, Dataplane::load_pinned), then every
- * record and its copy together. Written whole, as the array entries were.
+ * A/B, 4 rounds: Δ 84.3-89.2 -> 80.8-83.3 ns). Global data is the
+ * program's own and never pinned: a program loaded anew starts with
+ * zeroes, and the control plane writes both copies from the pinned
+ * records before it attaches the program (Installed::adopt,
+ * Dataplane::load_pinned), then every record and its copy together
+ * (dataplane::write_record_and_copy). Written whole, as the array entries
+ * were.
  */
 struct lethe_config live_config SEC(".data.config");
 struct lethe_nexthop_ctl live_nexthop_ctl SEC(".data.nexthop_ctl");

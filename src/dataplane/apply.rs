@@ -185,14 +185,11 @@ const FILTER_WORDS_ALL: usize = 2 * abi::FILTER_WORDS as usize;
 
 /// Writes the settings: the pinned record, then the program's copy.
 fn write_config(maps: &Maps<'_>, cfg: &lethe_config) -> Result<(), DataplaneError> {
-    for (map, name) in [
+    super::write_record_and_copy(
         (maps.config, "lb_config"),
         (maps.live_config, "live_config"),
-    ] {
-        map.update(&0u32.to_ne_bytes(), cfg.as_bytes(), MapFlags::ANY)
-            .map_err(|e| DataplaneError::map(name, "update", e))?;
-    }
-    Ok(())
+        cfg.as_bytes(),
+    )
 }
 
 fn zero_counters(map: &dyn MapCore, name: &'static str, id: u32) -> Result<(), DataplaneError> {

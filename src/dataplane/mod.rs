@@ -56,6 +56,23 @@ const _: () = assert!(
             == std::mem::size_of::<skel::types::lethe_nexthop_ctl>()
 );
 
+/// Writes `value` as entry 0 of a pinned one-entry record (what a restarted
+/// control plane adopts), then of the program's copy of it in global data
+/// (what packets read: see live_config in bpf/maps.h). A failure between
+/// the two leaves the caller's bookkeeping unchanged, so the next write
+/// does both again.
+fn write_record_and_copy(
+    record: (&dyn MapCore, &'static str),
+    copy: (&dyn MapCore, &'static str),
+    value: &[u8],
+) -> Result<(), DataplaneError> {
+    for (map, name) in [record, copy] {
+        map.update(&0u32.to_ne_bytes(), value, MapFlags::ANY)
+            .map_err(|e| DataplaneError::map(name, "update", e))?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Error)]
 pub enum DataplaneError {
     #[error("loading the XDP program")]
@@ -312,18 +329,13 @@ impl Dataplane {
         Ok(types::lethe_nexthop_ctl::from_bytes(&bytes).unwrap_or_default())
     }
 
-    /// Writes the pinned record, then the program's copy (see
-    /// live_nexthop_ctl in bpf/maps.h).
     fn set_nexthop_ctl(&self, ctl: &types::lethe_nexthop_ctl) -> Result<(), DataplaneError> {
         let maps = &self.skel.maps;
-        for (map, name) in [
+        write_record_and_copy(
             (&maps.nexthop_ctl, "nexthop_ctl"),
             (&maps.data_nexthop_ctl, "live_nexthop_ctl"),
-        ] {
-            map.update(&0u32.to_ne_bytes(), ctl.as_bytes(), MapFlags::ANY)
-                .map_err(|e| DataplaneError::map(name, "update", e))?;
-        }
-        Ok(())
+            ctl.as_bytes(),
+        )
     }
 
     /// Makes the maps hold `plan`: VIPs, backends, tables, seed. Tables are
