@@ -22,6 +22,8 @@ pub const MAX_WEIGHT: u32 = 65_535;
 /// whole new configuration can be written before the old one is released.
 pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
 pub const MAX_NAME_LEN: usize = 63;
+/// Longest HTTP health-check path.
+pub const MAX_CHECK_PATH_LEN: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +308,14 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
 }
 
 impl HealthCheck {
+    /// The port the check probes on every backend, when it names one.
+    pub fn port(&self) -> Option<u16> {
+        match *self {
+            HealthCheck::None => None,
+            HealthCheck::Tcp { port, .. } | HealthCheck::Http { port, .. } => port,
+        }
+    }
+
     /// Interval, timeout, rise and fall; `None` for `kind: none`.
     pub fn timing(&self) -> Option<CheckTiming> {
         match *self {
@@ -357,9 +367,13 @@ impl HealthCheck {
             return Err("port 0 cannot be probed".into());
         }
         if let Some(path) = path {
-            if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            // It goes into the request line as is: printable ASCII only.
+            if !path.starts_with('/')
+                || path.len() > MAX_CHECK_PATH_LEN
+                || !path.bytes().all(|b| b.is_ascii_graphic())
+            {
                 return Err(format!(
-                    "path {path:?} must start with / and hold no spaces or control characters"
+                    "path {path:?} must start with /, be at most {MAX_CHECK_PATH_LEN} bytes and hold only printable ASCII (no spaces)"
                 ));
             }
         }
@@ -445,6 +459,20 @@ impl Vip {
                     backend_family: family_name(&b.address),
                 });
             }
+            // A check without its own port probes the backend's port: on
+            // an every-port VIP, port 0, which no probe reaches.
+            if self.health_check.timing().is_some()
+                && self.health_check.port().is_none()
+                && self.backend_port(b) == 0
+            {
+                return Err(ConfigError::BadHealthCheck {
+                    vip: vip(),
+                    why: format!(
+                        "the VIP takes every port and backend {} names none: the check needs a port",
+                        b.address
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -473,6 +501,8 @@ impl Config {
         let mut names = FastSet::default();
         let mut keys: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
         let mut nat_backends: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
+        // Per (backend, protocol), the first nat VIP on any of its ports.
+        let mut nat_any_port: FastMap<(IpAddr, Protocol), (&str, u16)> = FastMap::default();
         for v in &self.vips {
             v.validate()?;
             if !names.insert(v.name.as_str()) {
@@ -481,8 +511,25 @@ impl Config {
             if v.mode == Mode::Nat {
                 for b in &v.backends {
                     let port = v.backend_port(b);
-                    if let Some(first) = nat_backends.insert((b.address, port, v.protocol), &v.name)
-                    {
+                    // A reply is matched on its source (backend, port),
+                    // then (backend, every port): an every-port nat VIP
+                    // shares its backend with no other nat VIP.
+                    let taken = if port == 0 {
+                        nat_any_port.get(&(b.address, v.protocol)).copied()
+                    } else {
+                        nat_backends
+                            .get(&(b.address, 0, v.protocol))
+                            .map(|&first| (first, port))
+                    };
+                    let taken = taken.or_else(|| {
+                        nat_backends
+                            .insert((b.address, port, v.protocol), &v.name)
+                            .map(|first| (first, port))
+                    });
+                    nat_any_port
+                        .entry((b.address, v.protocol))
+                        .or_insert((&v.name, port));
+                    if let Some((first, port)) = taken {
                         return Err(ConfigError::NatConflict {
                             first: first.to_string(),
                             second: v.name.clone(),
@@ -693,6 +740,31 @@ mod tests {
         assert!(bad(r#"{"kind": "tcp", "port": 0}"#));
         assert!(bad(r#"{"kind": "http", "path": "healthz"}"#));
         assert!(bad(r#"{"kind": "http", "expect_status": 99}"#));
+        assert!(bad(r#"{"kind": "http", "path": "/hé"}"#));
+        let long = format!(
+            r#"{{"kind": "http", "path": "/{}"}}"#,
+            "a".repeat(MAX_CHECK_PATH_LEN)
+        );
+        assert!(bad(&long));
+        // An every-port VIP: the check needs a port of its own, unless
+        // every backend names one.
+        let every_port = |hc: &str, backend_port: Option<u16>| {
+            let mut c = web();
+            c.vips[0].port = 0;
+            c.vips[0]
+                .backends
+                .iter_mut()
+                .for_each(|b| b.port = backend_port);
+            c.vips[0].health_check = serde_json::from_str(hc).unwrap();
+            c.validate()
+        };
+        assert!(matches!(
+            every_port(r#"{"kind": "tcp"}"#, None),
+            Err(ConfigError::BadHealthCheck { .. })
+        ));
+        every_port(r#"{"kind": "tcp", "port": 22}"#, None).unwrap();
+        every_port(r#"{"kind": "tcp"}"#, Some(8080)).unwrap();
+        every_port(r#"{"kind": "none"}"#, None).unwrap();
         assert!(!bad(
             r#"{"kind": "http", "path": "/healthz", "expect_status": 204}"#
         ));
@@ -736,6 +808,29 @@ mod tests {
         c.vips[1].mode = Mode::Dsr;
         c.vips[1].backends.iter_mut().for_each(|b| b.port = None);
         c.validate().unwrap();
+        // An every-port nat VIP shares its backends with no other nat VIP
+        // (a reply from port 8080 would match both), in either order.
+        let mut every = c.vips[1].clone();
+        every.name = "every".into();
+        every.address = "10.100.0.3".parse().unwrap();
+        every.mode = Mode::Nat;
+        every.port = 0;
+        let mut after = c.clone();
+        after.vips.push(every.clone());
+        assert!(matches!(
+            after.validate(),
+            Err(ConfigError::NatConflict { port: 8080, .. })
+        ));
+        let mut before = c.clone();
+        before.vips.insert(0, every.clone());
+        assert!(matches!(
+            before.validate(),
+            Err(ConfigError::NatConflict { port: 8080, .. })
+        ));
+        // Another protocol is another key.
+        every.protocol = Protocol::Udp;
+        before.vips[0] = every;
+        before.validate().unwrap();
     }
 
     #[test]

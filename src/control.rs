@@ -222,7 +222,7 @@ impl Controller {
 
     /// Counts one probe result; when the backend turns up or down, rebuilds
     /// that VIP's table and swaps it in.
-    pub async fn report_health(&self, spec: &CheckSpec, result: Result<(), String>) {
+    pub async fn report_health(self: &Arc<Self>, spec: &CheckSpec, result: Result<(), String>) {
         let key = (spec.vip.clone(), spec.backend);
         let (transition, error, change) = {
             let mut book = self.book();
@@ -256,7 +256,12 @@ impl Controller {
             .to_string(),
             error: (state == HealthState::Down).then_some(error).flatten(),
         });
-        self.resync(change).await;
+        // On a task of its own, as `change`: the check's task may be
+        // aborted (its check changed) while the maps are being written.
+        let this = self.clone();
+        if let Err(e) = tokio::spawn(async move { this.resync(change).await }).await {
+            tracing::error!(error = %e, "applying a health change");
+        }
     }
 
     /// Rebuilds the plan from the current configuration and health, and
@@ -357,21 +362,31 @@ impl Controller {
     /// Applies one change as a transaction. `if_match`: the ETag the client
     /// based the change on (`*` or absent: any). Returns the new snapshot;
     /// a change that changes nothing returns the current one untouched.
+    ///
+    /// The change runs on a task of its own, to the end: a caller dropped
+    /// half-way (an HTTP client that hung up) must not leave the maps
+    /// holding a change the controller never recorded, saved or announced.
     pub async fn change(
-        &self,
+        self: &Arc<Self>,
         change: Change,
         if_match: Option<&str>,
     ) -> Result<Snapshot, ControlError> {
-        let result = self.change_inner(&change, if_match).await;
-        let counter = match &result {
-            Ok(_) => &self.stats.changes_applied,
-            Err(ControlError::Edit(_) | ControlError::PreconditionFailed { .. }) => {
-                &self.stats.changes_refused
-            }
-            Err(_) => &self.stats.changes_failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        result
+        let this = self.clone();
+        let if_match = if_match.map(str::to_owned);
+        tokio::spawn(async move {
+            let result = this.change_inner(&change, if_match.as_deref()).await;
+            let counter = match &result {
+                Ok(_) => &this.stats.changes_applied,
+                Err(ControlError::Edit(_) | ControlError::PreconditionFailed { .. }) => {
+                    &this.stats.changes_refused
+                }
+                Err(_) => &this.stats.changes_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            result
+        })
+        .await
+        .map_err(|e| ControlError::Task(e.to_string()))?
     }
 
     async fn change_inner(
@@ -426,6 +441,9 @@ impl Controller {
         self.stats
             .tables_built
             .fetch_add(plan.tables_built as u64, Ordering::Relaxed);
+        // A change can start or end failing open too: the last healthy
+        // backend removed, a healthy one added.
+        self.announce_fail_open(&current.plan, &plan);
         *current = Snapshot {
             etag: etag(&next),
             config: next,

@@ -97,9 +97,13 @@ fn table_inputs(v: &Vip, down: &Down) -> TableInputs {
         })
         .collect();
     weighted.sort_by_key(|b| b.address);
+    // Only a checked VIP has down backends: the health of a check just
+    // turned off may linger until the checks are restarted, and must not
+    // keep a backend out of the table.
+    let checked = v.health_check.timing().is_some();
     let down: Vec<IpAddr> = weighted
         .iter()
-        .filter(|b| b.weight > 0 && down.contains(&(v.name.clone(), b.address)))
+        .filter(|b| checked && b.weight > 0 && down.contains(&(v.name.clone(), b.address)))
         .map(|b| b.address)
         .collect();
     (v.table_size, weighted, down)
@@ -377,7 +381,7 @@ mod tests {
                 .collect();
             serde_json::json!({"name": format!("v{i}"), "address": format!("10.0.0.{i}"),
                 "port": 80, "protocol": "tcp", "table_size": size,
-                "backends": backends})
+                "health_check": {"kind": "tcp"}, "backends": backends})
         };
         let config = |sizes: &[u32]| -> Config {
             let vips: Vec<_> = sizes
@@ -421,7 +425,7 @@ mod tests {
     fn three() -> Config {
         serde_json::from_str(
             r#"{"vips": [{"name": "web", "address": "10.0.0.1", "port": 80, "protocol": "tcp", "table_size": 7919,
-                "backends": [{"address": "10.1.0.1"}, {"address": "10.1.0.2", "weight": 2},
+                "health_check": {"kind": "tcp"}, "backends": [{"address": "10.1.0.1"}, {"address": "10.1.0.2", "weight": 2},
                              {"address": "10.1.0.3"}, {"address": "10.1.0.4", "weight": 0}]}]}"#,
         )
         .unwrap()
@@ -473,6 +477,22 @@ mod tests {
             .unwrap();
         assert!(p.vips[0].down.is_empty());
         assert_eq!(p.tables_built, 0, "the same inputs: the table is reused");
+    }
+
+    #[test]
+    fn a_vip_without_a_check_has_no_down_backends() {
+        let mut c = three();
+        let d = Plan::new(&c)
+            .unwrap()
+            .update(&c, &down(&["10.1.0.1"]))
+            .unwrap();
+        assert_eq!(d.vips[0].down.len(), 1);
+        // The check turned off while the backend was down: the health
+        // book may still say down until the checks restart.
+        c.vips[0].health_check = crate::config::HealthCheck::None;
+        let off = d.update(&c, &down(&["10.1.0.1"])).unwrap();
+        assert!(off.vips[0].down.is_empty());
+        assert_eq!(off.vips[0].table, Plan::new(&c).unwrap().vips[0].table);
     }
 
     #[test]

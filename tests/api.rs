@@ -743,3 +743,46 @@ async fn mutations_need_the_token_reads_do_not() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
+
+/// A change whose client hangs up half-way still runs to the end: the
+/// maps, the snapshot (GET, ETag) and the saved file agree on it. Dropped
+/// with its request, it used to leave the maps holding a change the
+/// controller never recorded.
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn a_change_whose_client_hangs_up_still_completes() {
+    let app = app(None).await;
+    let before = app.etag().await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/vips")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(web().to_string()))
+        .unwrap();
+    {
+        let call = app.router.clone().oneshot(req);
+        tokio::pin!(call);
+        // One poll (the change starts, off this task), then the caller
+        // goes away.
+        tokio::select! {
+            biased;
+            _ = &mut call => panic!("the change finished within one poll"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.etag().await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change was dropped with its client: the controller never recorded it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let snap = app.control.snapshot().await;
+    assert_eq!(snap.config.vips.len(), 1);
+    let key = snap.plan.vips[0].key();
+    let published = app.control.dataplane().published_table(&key).unwrap();
+    assert!(published.is_some(), "the VIP is not in the maps");
+    let saved: Config = serde_json::from_str(&app.saved().expect("saved")).unwrap();
+    assert_eq!(saved, snap.config);
+}

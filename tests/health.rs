@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use lethe::config::Config;
 use lethe::control::Controller;
 use lethe::dataplane::Dataplane;
+use lethe::edit::Change;
 use lethe::events::Event;
 use lethe::flow_hash::FlowKey;
 use lethe::health::{self, HealthState};
@@ -346,6 +347,81 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
                 restarted.health()[&("web".to_string(), one)].state,
                 HealthState::Down
             );
+        })
+    });
+}
+
+/// Changes meet health: a change that leaves only down backends fails
+/// open and says so, as a health transition would; turning the check off
+/// puts a down backend back in the table in that same change.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
+    in_new_netns(|| {
+        runtime(async {
+            // .12 has no server: it goes down.
+            let _s: Vec<JoinHandle<()>> = ["127.0.0.11", "127.0.0.13"]
+                .iter()
+                .map(|a| serve(a, None))
+                .collect();
+            let dp = Arc::new(Dataplane::load().unwrap());
+            let full = config(tcp_check());
+            let control = Arc::new(Controller::start(dp, None, full.clone()).await.unwrap());
+            let mut events = control.events.subscribe();
+            let cancel = CancellationToken::new();
+            let checks = tokio::spawn(health::supervise(control.clone(), cancel.clone()));
+            let b2 = ip("127.0.0.12");
+            until(Duration::from_secs(5), || async {
+                slots_of(&control, b2).await == 0
+            })
+            .await;
+            let mut fail_open_events = || {
+                let mut seen = Vec::new();
+                while let Ok(e) = events.try_recv() {
+                    if let Event::FailOpen { failed_open, .. } = &*e {
+                        seen.push(*failed_open);
+                    }
+                }
+                seen
+            };
+            assert_eq!(fail_open_events(), Vec::<bool>::new());
+
+            // Only the down backend left: the change fails open.
+            let mut only_b2 = full.clone();
+            only_b2.vips[0].backends.retain(|b| b.address == b2);
+            let snap = control
+                .change(Change::ReplaceConfig(only_b2), None)
+                .await
+                .unwrap();
+            assert!(snap.plan.vips[0].failed_open);
+            assert_eq!(
+                fail_open_events(),
+                vec![true],
+                "fail open by a change, untold"
+            );
+
+            // All three back, the check off: .12 is in the table at once.
+            let mut unchecked = full.clone();
+            unchecked.vips[0].health_check = lethe::config::HealthCheck::None;
+            let snap = control
+                .change(Change::ReplaceConfig(unchecked), None)
+                .await
+                .unwrap();
+            assert!(
+                snap.plan.vips[0].down.is_empty(),
+                "{:?}",
+                snap.plan.vips[0].down
+            );
+            assert!(slots_of(&control, b2).await > 0);
+            assert_eq!(fail_open_events(), vec![false]);
+            let published = control
+                .published_digest(snap.plan.vips[0].key())
+                .await
+                .unwrap();
+            assert_eq!(published, Some(snap.plan.vips[0].table.digest()));
+
+            cancel.cancel();
+            checks.await.unwrap();
         })
     });
 }
