@@ -498,3 +498,76 @@ fn the_first_test_follows_vip_addresses_and_nat_backends() {
         }
     });
 }
+
+/// A nat backend's replies find their VIP from its first forwarded packet
+/// on: its return-path entry is written before any table names it. While
+/// a backend is added and removed over and over, a reply sent right after
+/// a packet went to it is never passed untouched (`not_vip`, the backend's
+/// own address towards the client) — unless the backend was being removed
+/// meanwhile.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn a_nat_backend_answers_as_its_vip_from_its_first_packet() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let dp = Dataplane::load().unwrap();
+        let mut without = fixture_config();
+        without.vips.retain(|v| v.name == "nat4");
+        let with_port = |a: &str| Backend {
+            port: Some(8080),
+            ..backends(&[a]).remove(0)
+        };
+        without.vips[0].backends = vec![with_port("10.1.0.11")];
+        let mut with = without.clone();
+        with.vips[0].backends.push(with_port("10.1.0.12"));
+        let plans = [Plan::new(&without).unwrap(), Plan::new(&with).unwrap()];
+        dp.apply(&plans[0]).unwrap();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let added: IpAddr = addr("10.1.0.12");
+
+        // Even: the backend is being added or is in; odd: being removed.
+        let phase = std::sync::atomic::AtomicU64::new(1);
+        let done = AtomicBool::new(false);
+        let (to_added, bad) = std::thread::scope(|s| {
+            let runner = s.spawn(|| {
+                let (mut to_added, mut bad) = (0u64, Vec::new());
+                let mut i = 0u16;
+                while !done.load(Ordering::Relaxed) {
+                    i = i.wrapping_add(1);
+                    let before = phase.load(Ordering::SeqCst);
+                    let f = Flow::tcp("198.51.100.9", 10_000 + i % 4096, "10.100.0.20", 80);
+                    let run = dp.test_run(&f.frame(mac), lt0).unwrap();
+                    // The rewritten IPv4 destination.
+                    if run.action != Some(Action::Tx) || run.frame[30..34] != [10, 1, 0, 12] {
+                        continue;
+                    }
+                    to_added += 1;
+                    let reply = Flow::tcp("10.1.0.12", 8080, "198.51.100.9", f.sport);
+                    let traced = dp.trace(&reply.frame(mac), lt0).unwrap();
+                    let after = phase.load(Ordering::SeqCst);
+                    if before == after
+                        && before % 2 == 0
+                        && traced.reason == Some(Reason::NotVip)
+                        && bad.len() < 10
+                    {
+                        bad.push(format!(
+                            "phase {before}: the reply from {added} was not_vip"
+                        ));
+                    }
+                }
+                (to_added, bad)
+            });
+            for n in 0..300u64 {
+                phase.store(2 * n, Ordering::SeqCst);
+                dp.apply(&plans[1]).unwrap();
+                phase.store(2 * n + 1, Ordering::SeqCst);
+                dp.apply(&plans[0]).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            runner.join().unwrap()
+        });
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(to_added > 0, "no packet went to the added backend");
+        println!("{to_added} packets to the added backend, each reply answered as the VIP");
+    });
+}

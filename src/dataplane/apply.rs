@@ -425,10 +425,13 @@ impl Installed {
     ) -> Result<usize, DataplaneError> {
         let mut resourced = 0;
         // The address filter first lets through what the old and the new
-        // plan need; return-path entries of nat VIPs that go, next; then
-        // VIPs removed (their ids become free for what is added), then VIPs
-        // added or changed, then the return entries they need, then the
-        // settings; last, the filter drops what only the old plan needed.
+        // plan need, and the settings turn return-path matching on if
+        // either has nat VIPs. Then VIPs removed (their ids become free for
+        // what is added), then VIPs added or changed: each batch's
+        // return-path entries are written before its tables or records go
+        // live, so a backend's first reply already finds its VIP. Last,
+        // what only the old plan needed: return entries of nat backends
+        // that go, the settings, the filter's extra bits.
         let filter = Self::filter_for(plan);
         let union: Vec<u64> = self
             .filter
@@ -438,20 +441,27 @@ impl Installed {
             .collect();
         self.write_filter(maps, &union)?;
         self.write_quick(maps, self.quick.union(&plan.quick))?;
-        let nat_wanted = self.nat_wanted(plan);
-        let stale: Vec<VipKey> = self
-            .nat
-            .keys()
-            .filter(|k| !nat_wanted.contains_key(k))
-            .copied()
-            .collect();
-        for k in stale {
-            match maps.nat_returns.delete(records::vip_key(&k).as_bytes()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(DataplaneError::map("nat_returns", "delete", e)),
-            }
-            self.nat.remove(&k);
+        let cfg = lethe_config {
+            hash_seed: plan.hash_seed,
+            flags: if plan.nat_returns.is_empty() {
+                0
+            } else {
+                abi::CFG_F_NAT
+            },
+            gue_port: u16::from_ne_bytes(plan.gue_port.to_be_bytes()),
+            ..Default::default()
+        };
+        let during = match self.config {
+            None => Some(cfg),
+            Some(before) if cfg.flags & !before.flags != 0 => Some(lethe_config {
+                flags: before.flags | cfg.flags,
+                ..before
+            }),
+            Some(_) => None,
+        };
+        if let Some(during) = during {
+            write_config(maps, &during)?;
+            self.config = Some(during);
         }
         let wanted: std::collections::HashSet<VipKey> = plan.vips.iter().map(|v| v.key()).collect();
         let gone: Vec<VipKey> = self
@@ -467,27 +477,23 @@ impl Installed {
             // Now, so their ids are free for the VIPs added below.
             self.publish_index(maps)?;
         }
-        resourced += self.upsert_vips(maps, &plan.vips, resolve_sources)?;
+        resourced += self.upsert_vips(maps, plan, resolve_sources)?;
         self.publish_index(maps)?;
-        for (k, _) in self.nat_wanted(plan) {
-            let v = self.nat_record(plan, &k);
-            if self.nat.get(&k).map(Pod::as_bytes) != Some(v.as_bytes()) {
-                maps.nat_returns
-                    .update(records::vip_key(&k).as_bytes(), v.as_bytes(), MapFlags::ANY)
-                    .map_err(|e| DataplaneError::map("nat_returns", "update", e))?;
-                self.nat.insert(k, v);
+        let nat_wanted = self.nat_wanted(plan);
+        let stale: Vec<VipKey> = self
+            .nat
+            .keys()
+            .filter(|k| !nat_wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            match maps.nat_returns.delete(records::vip_key(&k).as_bytes()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                Err(e) => return Err(DataplaneError::map("nat_returns", "delete", e)),
             }
+            self.nat.remove(&k);
         }
-        let cfg = lethe_config {
-            hash_seed: plan.hash_seed,
-            flags: if plan.nat_returns.is_empty() {
-                0
-            } else {
-                abi::CFG_F_NAT
-            },
-            gue_port: u16::from_ne_bytes(plan.gue_port.to_be_bytes()),
-            ..Default::default()
-        };
         if self.config.map(|c| c.as_bytes().to_vec()) != Some(cfg.as_bytes().to_vec()) {
             write_config(maps, &cfg)?;
             self.config = Some(cfg);
@@ -663,11 +669,11 @@ impl Installed {
     fn upsert_vips(
         &mut self,
         maps: &Maps<'_>,
-        planned: &[PlannedVip],
+        plan: &Plan,
         resolve_sources: bool,
     ) -> Result<usize, DataplaneError> {
         let mut resourced = 0;
-        let mut rest = planned;
+        let mut rest = &plan.vips[..];
         while !rest.is_empty() {
             let mut staged: Vec<StagedVip> = Vec::new();
             let mut bytes = 0;
@@ -689,6 +695,12 @@ impl Installed {
                 }
                 rest = tail;
             }
+            // The batch's return-path entries (its VIPs have ids now),
+            // before its tables and records go live.
+            if let Err(e) = self.write_nat_returns(maps, plan, &staged) {
+                self.unstage(staged);
+                return Err(e);
+            }
             if let Err(e) = self.publish_staged(maps, &staged) {
                 // Some of the tables may be live: their VIPs' next apply
                 // (the restore that follows a failed change) republishes
@@ -707,6 +719,30 @@ impl Installed {
             }
         }
         Ok(resourced)
+    }
+
+    /// Writes the return-path entries of the staged VIPs' nat backends
+    /// that differ from what the map holds.
+    fn write_nat_returns(
+        &mut self,
+        maps: &Maps<'_>,
+        plan: &Plan,
+        staged: &[StagedVip],
+    ) -> Result<(), DataplaneError> {
+        let keys: std::collections::HashSet<VipKey> = staged.iter().map(|s| s.key).collect();
+        for (k, i) in self.nat_wanted(plan) {
+            if !keys.contains(&plan.vips[i].key()) {
+                continue;
+            }
+            let v = self.nat_record(plan, &k);
+            if self.nat.get(&k).map(Pod::as_bytes) != Some(v.as_bytes()) {
+                maps.nat_returns
+                    .update(records::vip_key(&k).as_bytes(), v.as_bytes(), MapFlags::ANY)
+                    .map_err(|e| DataplaneError::map("nat_returns", "update", e))?;
+                self.nat.insert(k, v);
+            }
+        }
+        Ok(())
     }
 
     /// Gives back the ids staged VIPs took for new backend records: no
