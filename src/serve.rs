@@ -1,7 +1,8 @@
 //! `lethe serve`: the daemon. Loads the program with its maps pinned under
 //! /sys/fs/bpf/lethe/<instance>/ (reusing and adopting what an earlier
-//! daemon left), restores the saved configuration, attaches (or upgrades
-//! the program on the pinned links in place), then serves the API.
+//! daemon left; one daemon per instance, by a lock on that directory),
+//! attaches (or upgrades the program on the pinned links in place),
+//! restores the saved configuration, then serves the API.
 //!
 //! Stopping the daemon — SIGTERM, or kill -9 — detaches nothing: the pinned
 //! links keep the program running on the pinned maps. `lethe down` detaches.
@@ -68,6 +69,93 @@ async fn shutdown_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
+/// Holds the instance's lock for the daemon's life: one daemon per
+/// instance. A second one would load its own program and move the pinned
+/// links onto it, and its copies of the settings and filters (global data,
+/// never pinned) would be the ones no daemon updates after it exits.
+fn lock_instance(dir: &std::path::Path, instance: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: a valid open fd.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another `lethe serve` runs instance {instance:?} (it holds the lock on {}); \
+                 stop it first, or pick another --instance",
+                dir.display()
+            );
+        }
+        return Err(e).with_context(|| format!("locking {}", dir.display()));
+    }
+    Ok(f)
+}
+
+/// Whether any link is pinned in the instance directory.
+fn has_pinned_links(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
+    })
+}
+
+/// Attaches to (or upgrades the program on) every --iface, and upgrades
+/// the instance's other pinned links. The link handles are only fds: the
+/// links are pinned and stay attached when these are dropped.
+fn attach_all(
+    dp: &Dataplane,
+    dir: &std::path::Path,
+    opts: &ServeOptions,
+    indexes: &[u32],
+) -> Result<Vec<crate::dataplane::XdpLink>> {
+    let mode = if opts.generic {
+        tracing::warn!(
+            "generic (SKB) mode: every packet pays for an skb; use native mode in production"
+        );
+        AttachMode::Generic
+    } else {
+        AttachMode::Native
+    };
+    let mut links = Vec::new();
+    for (name, &idx) in opts.ifaces.iter().zip(indexes) {
+        let (link, outcome) = dp
+            .attach_pinned(dir, name, idx, mode)
+            .with_context(|| format!("attaching to {name}"))?;
+        let (link_id, prog_id) = link.ids()?;
+        match outcome {
+            LinkOutcome::Attached => {
+                tracing::info!(iface = %name, ?mode, link_id, prog_id, "attached")
+            }
+            LinkOutcome::Kept => {
+                tracing::info!(iface = %name, link_id, prog_id, "already attached")
+            }
+            LinkOutcome::Upgraded { previous_prog_id } => {
+                tracing::info!(iface = %name, link_id, prog_id, previous_prog_id, "program upgraded in place")
+            }
+        }
+        links.push(link);
+    }
+    for (name, outcome) in dp
+        .upgrade_other_links(dir, &opts.ifaces)
+        .context("upgrading the instance's other links")?
+    {
+        tracing::warn!(
+            iface = %name,
+            ?outcome,
+            "still attached though not in --iface: it runs this daemon's program \
+             (`lethe down` detaches every interface)"
+        );
+    }
+    Ok(links)
+}
+
 pub async fn serve(opts: ServeOptions) -> Result<()> {
     check_instance(&opts.instance)?;
     let indexes = opts
@@ -77,6 +165,12 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     pin::ensure_bpffs(&opts.bpffs)?;
     let dir = pin::instance_dir(&opts.bpffs, &opts.instance);
+    let _lock = lock_instance(&dir, &opts.instance)?;
+    // Before anything changes: a daemon that cannot serve its API must
+    // not take the links over.
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
     let dp = Arc::new(
         Dataplane::load_pinned(&dir)
             .with_context(|| {
@@ -92,40 +186,26 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     for &idx in &indexes {
         dp.allow_tx_port(idx)?;
     }
+
+    // Links already pinned (a restart, an upgrade): move them to this
+    // program before the saved configuration is applied. It already
+    // decides as the old one did on the adopted maps, and what the apply
+    // rewrites is then read only by the program that knows its layout.
+    // None (first start, or after a reboot): apply first, so the first
+    // packet finds the VIPs.
+    let upgrading = has_pinned_links(&dir);
+    let mut links = if upgrading {
+        attach_all(&dp, &dir, &opts, &indexes)?
+    } else {
+        Vec::new()
+    };
     let store = Store::new(opts.state_dir.join(&opts.instance));
     let saved = store.load()?.unwrap_or_default();
     let restored = saved.vips.len();
     let control = Arc::new(Controller::start(dp.clone(), Some(store), saved).await?);
     tracing::info!(vips = restored, pins = %dir.display(), "configuration restored");
-
-    let mode = if opts.generic {
-        tracing::warn!(
-            "generic (SKB) mode: every packet pays for an skb; use native mode in production"
-        );
-        AttachMode::Generic
-    } else {
-        AttachMode::Native
-    };
-    // The link handles are only fds: the links are pinned and stay attached
-    // when these are dropped.
-    let mut links = Vec::new();
-    for (name, &idx) in opts.ifaces.iter().zip(&indexes) {
-        let (link, outcome) = dp
-            .attach_pinned(&dir, name, idx, mode)
-            .with_context(|| format!("attaching to {name}"))?;
-        let (link_id, prog_id) = link.ids()?;
-        match outcome {
-            LinkOutcome::Attached => {
-                tracing::info!(iface = %name, ?mode, link_id, prog_id, "attached")
-            }
-            LinkOutcome::Kept => {
-                tracing::info!(iface = %name, link_id, prog_id, "already attached")
-            }
-            LinkOutcome::Upgraded { previous_prog_id } => {
-                tracing::info!(iface = %name, link_id, prog_id, previous_prog_id, "program upgraded in place")
-            }
-        }
-        links.push(link);
+    if !upgrading {
+        links = attach_all(&dp, &dir, &opts, &indexes)?;
     }
     if let Some(&first) = indexes.first() {
         control.set_trace_ifindex(first);
@@ -175,9 +255,6 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         token: opts.token.as_deref().map(Arc::from),
         shutdown: cancel.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(listen = %opts.listen, auth = opts.token.is_some(), "serving the API");
     // On a worker, not on the thread that blocks on `serve`: connections
     // are spawned from where they are accepted, and from the block_on

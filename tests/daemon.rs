@@ -38,21 +38,27 @@ struct Daemon {
 
 impl Daemon {
     fn start(instance: &str, state_dir: &Path, log: &Path) -> Child {
+        Self::start_on(instance, state_dir, log, &["lt0"], "127.0.0.1:9180")
+    }
+
+    fn start_on(
+        instance: &str,
+        state_dir: &Path,
+        log: &Path,
+        ifaces: &[&str],
+        listen: &str,
+    ) -> Child {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .args([
-                "serve",
-                "--iface",
-                "lt0",
-                "--listen",
-                "127.0.0.1:9180",
-                "--instance",
-                instance,
-            ])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
+        cmd.arg("serve");
+        for i in ifaces {
+            cmd.args(["--iface", i]);
+        }
+        cmd.args(["--listen", listen, "--instance", instance])
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::null())
@@ -122,7 +128,11 @@ fn wait_ready(d: &Daemon) {
 
 /// The pinned link's id and the id of the program it runs.
 fn link_ids(dir: &Path) -> (u32, u32) {
-    let mut link = Link::open(pin::link_path(dir, "lt0")).expect("pinned link");
+    link_ids_of(dir, "lt0")
+}
+
+fn link_ids_of(dir: &Path, iface: &str) -> (u32, u32) {
+    let mut link = Link::open(pin::link_path(dir, iface)).expect("pinned link");
     let info = link.info().unwrap();
     link.disconnect();
     (info.id, info.prog_id)
@@ -179,13 +189,17 @@ fn serve_curl_kill_restart_down() {
             None
         };
 
-        daemon.child = Some(Daemon::start(
+        // First on two interfaces; restarted below on lt0 alone.
+        daemon.child = Some(Daemon::start_on(
             &daemon.instance,
             &daemon.state_dir,
             &daemon.log,
+            &["lt0", "lt2"],
+            "127.0.0.1:9180",
         ));
         wait_ready(&daemon);
         assert!(xdp_attached("lt0"));
+        assert!(xdp_attached("lt2"));
         assert_eq!(
             probe(1000),
             None,
@@ -289,6 +303,49 @@ fn serve_curl_kill_restart_down() {
             "{}",
             daemon.logs()
         );
+        assert_eq!(probe(1001), Some(mac));
+        // lt2, left out of --iface this time, stays attached but runs the
+        // new program: the old one's settings and filters (its own global
+        // data) would be frozen.
+        assert_eq!(link_ids_of(&dir, "lt2").1, second_prog);
+        assert!(
+            daemon
+                .logs()
+                .contains("still attached though not in --iface"),
+            "{}",
+            daemon.logs()
+        );
+
+        // A second daemon for the same instance is refused before it
+        // touches anything.
+        let second_log = daemon.log.with_extension("second");
+        let mut second = Daemon::start_on(
+            &daemon.instance,
+            &daemon.state_dir,
+            &second_log,
+            &["lt0"],
+            "127.0.0.1:9181",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = second.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = second.kill();
+                panic!("a second daemon for the instance kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let said = std::fs::read_to_string(&second_log).unwrap_or_default();
+        let _ = std::fs::remove_file(&second_log);
+        assert!(!status.success(), "{said}");
+        assert!(
+            said.contains("another `lethe serve` runs instance"),
+            "{said}"
+        );
+        assert_eq!(link_ids(&dir), (same_link, second_prog));
+        assert_eq!(get("/v1/config"), config);
         assert_eq!(probe(1001), Some(mac));
 
         // SIGTERM: a clean exit, still attached.

@@ -185,6 +185,29 @@ pub fn attach_pinned(
     Ok((link, LinkOutcome::Attached))
 }
 
+/// Puts `prog` on the link pinned at `path`, whatever interface it is
+/// attached to: Kept or Upgraded; None when nothing is pinned there, or
+/// the link is defunct (its interface gone: the pin is removed).
+pub fn upgrade_pinned(
+    prog: BorrowedFd<'_>,
+    prog_id: u32,
+    path: &Path,
+) -> Result<Option<LinkOutcome>, DataplaneError> {
+    let Some(fd) = open_pinned(path)? else {
+        return Ok(None);
+    };
+    let Some((ifindex, _)) = xdp_ifindex(fd.as_fd()) else {
+        std::fs::remove_file(path).map_err(|source| DataplaneError::Os {
+            what: "removing a stale link pin",
+            source,
+        })?;
+        return Ok(None);
+    };
+    drop(fd);
+    // The link's own interface: attach_pinned keeps or upgrades it.
+    attach_pinned(prog, prog_id, ifindex, AttachMode::Native, path).map(|(_, o)| Some(o))
+}
+
 /// Detaches a pinned link even if other processes hold it, and unpins it.
 pub fn detach_pinned(path: &Path) -> Result<bool, DataplaneError> {
     let Some(fd) = open_pinned(path)? else {

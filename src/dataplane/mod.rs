@@ -278,6 +278,38 @@ impl Dataplane {
         )
     }
 
+    /// Puts this program on every link pinned in `dir` for an interface
+    /// not in `keep` (an earlier daemon's, started with more interfaces):
+    /// a link left running another program would run it on settings and
+    /// filters no daemon updates. Returns each such link's interface name
+    /// and outcome; defunct links (interface gone) are unpinned, unlisted.
+    pub fn upgrade_other_links(
+        &self,
+        dir: &Path,
+        keep: &[String],
+    ) -> Result<Vec<(String, LinkOutcome)>, DataplaneError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| DataplaneError::Os {
+            what: "listing the pinned links",
+            source,
+        })?;
+        let prog = self.skel.progs.lethe_xdp.as_fd();
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(iface) = name.strip_prefix("link_") else {
+                continue;
+            };
+            if keep.iter().any(|k| k == iface) {
+                continue;
+            }
+            if let Some(o) = attach::upgrade_pinned(prog, self.program_id()?, &entry.path())? {
+                out.push((iface.to_string(), o));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     /// Attaches the program to an interface. The program runs until the
     /// returned link is dropped.
     pub fn attach(&self, ifindex: u32, mode: AttachMode) -> Result<XdpLink, DataplaneError> {
