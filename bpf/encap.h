@@ -16,7 +16,8 @@
  * 0 over IPv4 (allowed); over IPv6 derived from the inner headers without
  * reading the payload — the inner TCP/UDP/ICMP checksum already sums it —
  * so it is valid whenever the inner checksum is (and 0 for an inner IPv4
- * UDP packet without a checksum). The Rust twin is src/model/rewrite.rs.
+ * UDP packet without a checksum, or an inner UDP packet shorter than its IP
+ * payload). The Rust twin is src/model/rewrite.rs.
  */
 #ifndef LETHE_ENCAP_H
 #define LETHE_ENCAP_H
@@ -56,7 +57,9 @@ static __always_inline __u16 fold16(__u32 sum)
  * only: the IP header's own words, plus the L4 segment's sum, which a valid
  * L4 checksum makes equal to minus the L4 pseudo-header's sum (ICMPv4 has
  * no pseudo-header: its segment sums to -0). Returns -1 when it cannot be
- * known (inner IPv4 UDP without checksum).
+ * known: inner IPv4 UDP without checksum, or UDP whose length leaves bytes
+ * of the IP payload after it (a surplus area, RFC draft UDP options),
+ * which its checksum does not cover.
  */
 static __always_inline long inner_sum(void *data, void *data_end, const struct packet *p)
 {
@@ -75,7 +78,7 @@ static __always_inline long inner_sum(void *data, void *data_end, const struct p
 
 			if ((void *)(udp + 1) > data_end)
 				return -1;
-			if (udp->check == 0)
+			if (udp->check == 0 || udp->len != bpf_htons(l4_len))
 				return -1;
 		}
 		sum = sum_words(iph, IPV4_HLEN / 2);
@@ -88,6 +91,14 @@ static __always_inline long inner_sum(void *data, void *data_end, const struct p
 		if ((void *)(ip6h + 1) > data_end)
 			return -1;
 		l4_len = p->l3_len - IPV6_HLEN;
+		if (p->ip_proto == IPPROTO_UDP) {
+			struct udphdr *udp = (void *)(ip6h + 1);
+
+			if ((void *)(udp + 1) > data_end)
+				return -1;
+			if (udp->len != bpf_htons(l4_len))
+				return -1;
+		}
 		sum = sum_words(ip6h, IPV6_HLEN / 2);
 		/* 32-bit length and next header: the high words are zero. */
 		pseudo = sum_words(&ip6h->saddr, 16) + bpf_htons(l4_len) + bpf_htons(p->ip_proto);

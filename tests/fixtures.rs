@@ -751,6 +751,20 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     let g6u = Flow::udp("2001:db8:c::7", 5353, "fd00:100::31", 53).payload(333);
     let mut g46_nocsum = g46.frame(m);
     zero_udp_checksum(&mut g46_nocsum);
+    // 4 bytes after the UDP datagram, inside the IPv6 payload (a UDP
+    // options surplus area): the inner checksum does not cover them, so
+    // the outer one cannot come from the headers: 0.
+    let surplus = |f: &Flow| {
+        let mut x = f.frame(m);
+        let n = u16::from_be_bytes([x[18], x[19]]) + 4;
+        x[18..20].copy_from_slice(&n.to_be_bytes());
+        x.extend_from_slice(&[1, 2, 3, 4]);
+        x
+    };
+    let g6_surplus = surplus(&g6u);
+    let mut g6_surplus_out = env.gue(&g6u, &g6_surplus);
+    // Outer Ethernet 14, IPv6 40, then the UDP checksum at 6.
+    g6_surplus_out[14 + 40 + 6..14 + 40 + 8].fill(0);
     v.extend([
         fwd(
             "ipv4 tcp to gue VIP: IPv4/UDP to port 6081, checksum 0",
@@ -781,6 +795,12 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             frame(&g6u),
             Action::Redirect,
             gue(&g6u),
+        ),
+        fwd(
+            "ipv6 udp shorter than its payload in IPv6 gue: outer checksum 0",
+            g6_surplus,
+            Action::Redirect,
+            g6_surplus_out,
         ),
         fwd_as(
             "gue would exceed the egress MTU: the client is told the MTU",

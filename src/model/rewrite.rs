@@ -40,12 +40,15 @@ fn fold16(mut sum: u32) -> u16 {
 
 /// `inner_sum` of bpf/encap.h: the inner packet's one's complement sum
 /// from its headers only; None for an inner IPv4 UDP packet without
-/// checksum.
+/// checksum, or a UDP packet whose length leaves bytes of the IP payload
+/// after it (its checksum does not cover them).
 fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
     let l3 = &frame[p.l3_off..];
+    let udp_len = |at: usize| u16::from_be_bytes([l3[at + 4], l3[at + 5]]);
     let (sum, pseudo) = if p.dst.is_ipv4() {
         let l4_len = (p.l3_len - 20) as u16;
-        if p.ip_proto == IPPROTO_UDP && l3[26] == 0 && l3[27] == 0 {
+        if p.ip_proto == IPPROTO_UDP && ((l3[26] == 0 && l3[27] == 0) || udp_len(20) != l4_len)
+        {
             return None;
         }
         let sum = sum_words(&l3[..20]);
@@ -58,6 +61,9 @@ fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
         )
     } else {
         let l4_len = (p.l3_len - 40) as u16;
+        if p.ip_proto == IPPROTO_UDP && udp_len(40) != l4_len {
+            return None;
+        }
         (
             sum_words(&l3[..40]),
             sum_words(&l3[8..40]) + htons_word(l4_len) + htons_word(u16::from(p.ip_proto)),

@@ -141,7 +141,16 @@ fn check_l4(proto: u8, src: &[u8], dst: &[u8], l4: &[u8], v6: bool) -> Result<St
             if proto == 17 && (!v6 || gue) && l4[6] == 0 && l4[7] == 0 {
                 return inner("udp (no checksum)");
             }
-            let sum = checksum::sum(l4, pseudo_sum(src, dst, proto, l4.len()));
+            // UDP's checksum covers its own length, which may leave bytes
+            // of the IP payload after it (a surplus area).
+            let seg = match proto {
+                17 => match usize::from(u16::from_be_bytes([l4[4], l4[5]])) {
+                    n if (8..=l4.len()).contains(&n) => &l4[..n],
+                    _ => return Err("bad UDP length".into()),
+                },
+                _ => l4,
+            };
+            let sum = checksum::sum(seg, pseudo_sum(src, dst, proto, seg.len()));
             if checksum::fold(sum) != 0 {
                 return Err(format!(
                     "bad {} checksum",
