@@ -8,7 +8,8 @@
  *
  * It never drops. What it does not strip it passes untouched, counted. The
  * outer headers are not checked further than needed to strip them: the
- * inner packet's own checksums protect what is delivered. The Rust twin is
+ * inner packet's own checksums protect what is delivered. A congestion
+ * mark on the outer header is carried onto the inner one (RFC 6040). The Rust twin is
  * src/model/decap.rs; `lethe decap attach IFACE` installs this program.
  */
 #include "vmlinux.h"
@@ -16,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "common.h"
+#include "csum.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -87,6 +89,48 @@ static __always_inline int strip(struct xdp_md *ctx, __u32 l3_off, __u32 olen, _
 	return bpf_xdp_adjust_head(ctx, (int)olen);
 }
 
+#define ECN_NOT_ECT 0
+#define ECN_ECT1 1
+#define ECN_ECT0 2
+#define ECN_CE 3
+
+/* The ECN field of an IP header: IPv4's TOS, or IPv6's traffic class
+ * (the low nibble of its second byte's high half). */
+static __always_inline __u8 ecn_of(const __u8 *ip, __be16 type)
+{
+	return type == bpf_htons(ETH_P_IP) ? ip[1] & 3 : (ip[1] >> 4) & 3;
+}
+
+/*
+ * RFC 6040 decapsulation, normal mode: a congestion mark (CE) the outer
+ * header picked up on the way is carried onto an ECN-capable inner
+ * packet, as is ECT(1) onto ECT(0). An inner packet that is not
+ * ECN-capable stays as it is: the RFC would drop it under an outer CE,
+ * and this program never drops. `inner`: a whole inner IP header.
+ */
+static __always_inline void ecn_decap(__u8 outer, __u8 *inner, __be16 type)
+{
+	__u8 in = ecn_of(inner, type), out;
+
+	if (in == ECN_NOT_ECT || in == ECN_CE)
+		return;
+	if (outer == ECN_CE)
+		out = ECN_CE;
+	else if (outer == ECN_ECT1 && in == ECN_ECT0)
+		out = ECN_ECT1;
+	else
+		return;
+	if (type == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = (void *)inner;
+		__u16 before = *(__u16 *)inner;
+
+		inner[1] = (inner[1] & ~3) | out;
+		iph->check = csum_replace16(iph->check, before, *(__u16 *)inner);
+	} else {
+		inner[1] = (inner[1] & ~0x30) | (out << 4);
+	}
+}
+
 /* The inner packet's EtherType from its version nibble, or 0. */
 static __always_inline __be16 inner_type(void *inner, void *data_end)
 {
@@ -112,7 +156,7 @@ int lethe_decap(struct xdp_md *ctx)
 	__u32 l3_off = ETH_HLEN, olen, zero = 0;
 	enum lethe_decap_reason why;
 	__be16 proto, want;
-	__u8 next;
+	__u8 next, outer_ecn;
 	void *l4;
 
 	if ((void *)(eth + 1) > data_end)
@@ -146,6 +190,7 @@ int lethe_decap(struct xdp_md *ctx)
 			return done(len, LETHE_D_NOT_LOCAL);
 		olen = IPV4_HLEN;
 		l4 = iph + 1;
+		outer_ecn = ecn_of((void *)iph, proto);
 		why = LETHE_D_IPIP;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = data + l3_off;
@@ -161,6 +206,7 @@ int lethe_decap(struct xdp_md *ctx)
 			return done(len, LETHE_D_NOT_LOCAL);
 		olen = IPV6_HLEN;
 		l4 = ip6h + 1;
+		outer_ecn = ecn_of((void *)ip6h, proto);
 		why = next == IPPROTO_IPV6 ? LETHE_D_IP6IP6 : LETHE_D_IP4IN6;
 	} else {
 		return done(len, LETHE_D_NOT_ENCAP);
@@ -183,8 +229,13 @@ int lethe_decap(struct xdp_md *ctx)
 	/* The inner header must be there and say what the outer one said. */
 	if (!want || inner_type(l4, data_end) != want)
 		return done(len, LETHE_D_MALFORMED);
-	if (want == bpf_htons(ETH_P_IP) ? l4 + IPV4_HLEN > data_end : l4 + IPV6_HLEN > data_end)
+	if (want == bpf_htons(ETH_P_IP)) {
+		if (l4 + IPV4_HLEN > data_end)
+			return done(len, LETHE_D_MALFORMED);
+	} else if (l4 + IPV6_HLEN > data_end) {
 		return done(len, LETHE_D_MALFORMED);
+	}
+	ecn_decap(outer_ecn, l4, want);
 	if (strip(ctx, l3_off, olen, want))
 		return done(len, LETHE_D_MALFORMED);
 	return done(len, why);

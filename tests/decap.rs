@@ -145,7 +145,50 @@ fn cases() -> Vec<Case> {
     cut.truncate(14 + 20 + 19);
     let mut wrong_version = wrap(&tcp4(), HOST4, None);
     wrong_version[14 + 20] = 0x65;
+    // ECN marks the outer header picked up on the way (RFC 6040): the
+    // outer IPv4 TOS or IPv6 traffic class given `ecn`.
+    let marked = |inner: &Flow, to: &str, gue: Option<u16>, ecn: u8| {
+        let mut f = wrap(inner, to, gue);
+        if f[14] >> 4 == 4 {
+            f[15] = (f[15] & !3) | ecn;
+            fix_ipv4_csum(&mut f[14..]);
+        } else {
+            f[15] = (f[15] & !0x30) | (ecn << 4);
+        }
+        f
+    };
+    let (ect1, ect0, ce) = (1, 2, 3);
     vec![
+        stripped(
+            "outer CE onto an ECT(0) inner packet, IPv4 in IPv4",
+            marked(&tcp4().tos(0x28 | ect0), HOST4, None, ce),
+            &tcp4().tos(0x28 | ce),
+            DecapReason::Ipip,
+        ),
+        stripped(
+            "outer CE onto an ECT(1) inner packet, IPv6 in IPv6",
+            marked(&tcp6().tos(ect1), HOST6, None, ce),
+            &tcp6().tos(ce),
+            DecapReason::Ip6ip6,
+        ),
+        stripped(
+            "outer ECT(1) onto an ECT(0) inner packet, GUE over IPv6, IPv4 inside",
+            marked(&udp4.clone().tos(ect0), HOST6, Some(GUE), ect1),
+            &udp4.clone().tos(ect1),
+            DecapReason::Gue6,
+        ),
+        stripped(
+            "outer CE, inner packet not ECN-capable: delivered as it is",
+            marked(&tcp4(), HOST4, Some(GUE), ce),
+            &tcp4(),
+            DecapReason::Gue4,
+        ),
+        stripped(
+            "outer ECT(0) leaves an ECT(1) inner packet as it is",
+            marked(&tcp6().tos(ect1), HOST6, None, ect0),
+            &tcp6().tos(ect1),
+            DecapReason::Ip6ip6,
+        ),
         stripped(
             "IPv4 in IPv4",
             wrap(&tcp4(), HOST4, None),

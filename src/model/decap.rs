@@ -36,6 +36,42 @@ fn inner_type(f: &[u8], at: usize) -> u16 {
     }
 }
 
+/// The ECN field of an IP header of EtherType `ty`.
+fn ecn_of(ip: &[u8], ty: u16) -> u8 {
+    if ty == ETH_P_IP {
+        ip[1] & 3
+    } else {
+        (ip[1] >> 4) & 3
+    }
+}
+
+/// `ecn_decap` of bpf/decap.bpf.c (RFC 6040, normal mode): an outer CE
+/// onto an ECN-capable inner packet, an outer ECT(1) onto ECT(0); a
+/// packet that is not ECN-capable stays as it is (the RFC would drop it
+/// under an outer CE; the program never drops).
+fn ecn_decap(outer: u8, inner: &mut [u8], ty: u16) {
+    const ECT1: u8 = 1;
+    const ECT0: u8 = 2;
+    const CE: u8 = 3;
+    let was = ecn_of(inner, ty);
+    let now = match (was, outer) {
+        (0 | CE, _) => return,
+        (_, CE) => CE,
+        (ECT0, ECT1) => ECT1,
+        _ => return,
+    };
+    if ty == ETH_P_IP {
+        let before = u16::from_ne_bytes([inner[0], inner[1]]);
+        inner[1] = (inner[1] & !3) | now;
+        let after = u16::from_ne_bytes([inner[0], inner[1]]);
+        let check = u16::from_ne_bytes([inner[10], inner[11]]);
+        let check = crate::checksum::replace(check, &[before], &[after]);
+        inner[10..12].copy_from_slice(&check.to_ne_bytes());
+    } else {
+        inner[1] = (inner[1] & !0x30) | (now << 4);
+    }
+}
+
 pub fn decap(cfg: &DecapConfig, f: &[u8]) -> DecapOutcome {
     let left = |reason| DecapOutcome {
         reason,
@@ -130,6 +166,7 @@ pub fn decap(cfg: &DecapConfig, f: &[u8]) -> DecapOutcome {
     let mut out = f[..l3].to_vec();
     out[l3 - 2..l3].copy_from_slice(&want.to_be_bytes());
     out.extend_from_slice(&f[l3 + olen..]);
+    ecn_decap(ecn_of(&f[l3..], proto), &mut out[l3..], want);
     DecapOutcome {
         reason: why,
         frame: out,

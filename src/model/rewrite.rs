@@ -47,8 +47,7 @@ fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
     let udp_len = |at: usize| u16::from_be_bytes([l3[at + 4], l3[at + 5]]);
     let (sum, pseudo) = if p.dst.is_ipv4() {
         let l4_len = (p.l3_len - 20) as u16;
-        if p.ip_proto == IPPROTO_UDP && ((l3[26] == 0 && l3[27] == 0) || udp_len(20) != l4_len)
-        {
+        if p.ip_proto == IPPROTO_UDP && ((l3[26] == 0 && l3[27] == 0) || udp_len(20) != l4_len) {
             return None;
         }
         let sum = sum_words(&l3[..20]);
