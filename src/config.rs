@@ -21,6 +21,10 @@ pub const MAX_WEIGHT: u32 = 65_535;
 /// Backend records in the data plane, over all VIPs. Half the map, so a
 /// whole new configuration can be written before the old one is released.
 pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
+/// Table slots over all VIPs: 512 MiB of tables in the kernel (and as
+/// much again in the daemon's plan). Every VIP at the default size fits
+/// (1024 x 65537); a few at the largest size do too.
+pub const MAX_TOTAL_TABLE_SLOTS: u64 = 1 << 27;
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest HTTP health-check path.
 pub const MAX_CHECK_PATH_LEN: usize = 1024;
@@ -269,6 +273,8 @@ pub enum ConfigError {
     TooManyVips { count: usize, max: usize },
     #[error("{count} backends over all VIPs exceed the data plane's {max}")]
     TooManyBackends { count: usize, max: usize },
+    #[error("tables of {slots} slots in all exceed the limit of {max} ({} MiB of maps): use smaller table_size values", (max * 4) >> 20)]
+    TooManyTableSlots { slots: u64, max: u64 },
 }
 
 fn family_name(a: &IpAddr) -> &'static str {
@@ -498,6 +504,13 @@ impl Config {
                 max: MAX_TOTAL_BACKENDS,
             });
         }
+        let slots: u64 = self.vips.iter().map(|v| u64::from(v.table_size)).sum();
+        if slots > MAX_TOTAL_TABLE_SLOTS {
+            return Err(ConfigError::TooManyTableSlots {
+                slots,
+                max: MAX_TOTAL_TABLE_SLOTS,
+            });
+        }
         let mut names = FastSet::default();
         let mut keys: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
         let mut nat_backends: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
@@ -725,6 +738,31 @@ mod tests {
             }),
             ConfigError::TooManyBackends { .. }
         ));
+        assert!(matches!(
+            invalid(|c| {
+                let v = c.vips[0].clone();
+                c.vips = (0..200u16)
+                    .map(|i| Vip {
+                        name: format!("v{i}"),
+                        port: i + 1,
+                        table_size: maglev::MAX_TABLE_SIZE,
+                        ..v.clone()
+                    })
+                    .collect();
+            }),
+            ConfigError::TooManyTableSlots { .. }
+        ));
+        // Every VIP at the default size fits.
+        let mut full = web();
+        let v = full.vips[0].clone();
+        full.vips = (0..abi::MAX_VIPS)
+            .map(|i| Vip {
+                name: format!("v{i}"),
+                port: i as u16 + 1,
+                ..v.clone()
+            })
+            .collect();
+        full.validate().unwrap();
     }
 
     #[test]

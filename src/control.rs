@@ -129,6 +129,9 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct TraceReport {
     pub flow: FlowKey,
+    /// The plan the model answered from (names the VIPs of both sides:
+    /// a change may land while the kernel is probed).
+    pub plan: Arc<Plan>,
     pub model: Result<Pick, Reason>,
     pub kernel: crate::dataplane::Traced,
 }
@@ -530,6 +533,7 @@ impl Controller {
             .map_err(ControlError::Dataplane)?;
         Ok(TraceReport {
             flow,
+            plan,
             model,
             kernel,
         })

@@ -74,9 +74,13 @@ impl Store {
         f.sync_all().map_err(io("syncing", &tmp))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(io("renaming onto", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &self.dir))?;
+        // The rename is the commit: the new file is what a restart reads,
+        // so an error after it must not refuse the change (the caller
+        // would restore the old maps under the new saved file).
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "saved, but syncing the directory failed: a crash now may bring back the previous file");
+        }
         Ok(())
     }
 }

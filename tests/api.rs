@@ -786,3 +786,63 @@ async fn a_change_whose_client_hangs_up_still_completes() {
     let saved: Config = serde_json::from_str(&app.saved().expect("saved")).unwrap();
     assert_eq!(saved, snap.config);
 }
+
+/// A change whose configuration cannot be saved is refused (500) and
+/// changes nothing: the maps go back as they were, the ETag stays.
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn a_change_that_cannot_be_saved_changes_nothing() {
+    let app = app(None).await;
+    let r = app.call(Method::POST, "/v1/vips", Some(web()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let before = app.control.snapshot().await;
+    let key = before.plan.vips[0].key();
+    let table = app.control.dataplane().published_table(&key).unwrap();
+    let saved = app.saved().expect("saved");
+    // The state directory becomes a file: nothing can be saved in it.
+    std::fs::remove_dir_all(&app.state_dir).unwrap();
+    std::fs::write(&app.state_dir, b"not a directory").unwrap();
+
+    let other = json!({"name": "api", "address": "10.100.0.2", "port": 443, "protocol": "tcp",
+                       "backends": [{"address": "10.0.1.3"}]});
+    let r = app.call(Method::POST, "/v1/vips", Some(other), &[]).await;
+    assert_problem(&r, StatusCode::INTERNAL_SERVER_ERROR, "save failed");
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/vips/web/backends",
+            Some(json!({"address": "10.0.1.9"})),
+            &[],
+        )
+        .await;
+    assert_problem(&r, StatusCode::INTERNAL_SERVER_ERROR, "save failed");
+    let after = app.control.snapshot().await;
+    assert_eq!(after.etag, before.etag);
+    assert_eq!(after.config, before.config);
+    assert_eq!(
+        app.control.dataplane().published_table(&key).unwrap(),
+        table,
+        "the table was not restored"
+    );
+    let api_key = lethe::plan::VipKey {
+        address: "10.100.0.2".parse().unwrap(),
+        port: 443,
+        protocol: lethe::config::Protocol::Tcp,
+    };
+    assert_eq!(
+        app.control.dataplane().published_table(&api_key).unwrap(),
+        None,
+        "the refused VIP is in the maps"
+    );
+    assert!(
+        app.control
+            .stats
+            .changes_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+
+    std::fs::remove_file(&app.state_dir).unwrap();
+    std::fs::create_dir_all(&app.state_dir).unwrap();
+    std::fs::write(app.state_dir.join("config.json"), &saved).unwrap();
+}

@@ -117,6 +117,23 @@ fn picks(plan: &lethe::plan::Plan) -> Vec<IpAddr> {
         .collect()
 }
 
+/// GET /metrics through the API's router.
+async fn metrics_text(control: &Arc<Controller>) -> String {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let router = lethe::api::router(lethe::api::ApiState {
+        control: control.clone(),
+        token: None,
+        shutdown: CancellationToken::new(),
+    });
+    let req = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 fn runtime<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -385,6 +402,27 @@ fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
                 seen
             };
             assert_eq!(fail_open_events(), Vec::<bool>::new());
+            // /metrics says so, each family's samples after its own header.
+            let metrics = metrics_text(&control).await;
+            assert!(
+                metrics.contains(r#"lethe_backend_up{vip="web",backend="127.0.0.12"} 0"#),
+                "{metrics}"
+            );
+            let mut family = String::new();
+            for line in metrics.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    family = rest.split(' ').next().unwrap().to_string();
+                } else if !line.starts_with('#') && !line.is_empty() {
+                    let name = line.split(['{', ' ']).next().unwrap();
+                    assert!(
+                        name == family
+                            || name
+                                .strip_prefix(family.as_str())
+                                .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)),
+                        "{name} among the samples of {family}"
+                    );
+                }
+            }
 
             // Only the down backend left: the change fails open.
             let mut only_b2 = full.clone();

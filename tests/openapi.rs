@@ -30,6 +30,7 @@ fn every_route_is_documented() {
         ("/v1/vips/{name}/table", &["get"]),
         ("/v1/trace", &["get"]),
         ("/v1/stats", &["get"]),
+        ("/v1/events", &["get"]),
         ("/metrics", &["get"]),
         ("/live", &["get"]),
         ("/ready", &["get"]),

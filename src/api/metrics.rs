@@ -124,12 +124,8 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
         "gauge",
         "1 if a checked backend is up, 0 if down (unchecked backends are absent).",
     );
-    family(
-        &mut out,
-        "lethe_backend_checks_total",
-        "counter",
-        "Health checks of a backend, by result.",
-    );
+    // Each family's lines together (text format 0.0.4): the checks'
+    // samples are gathered apart and written after their own header.
     let mut checks = String::new();
     for ((vip, addr), h) in &health {
         let up = u8::from(h.state == crate::health::HealthState::Up);
@@ -151,6 +147,12 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
             h.checks_failed
         );
     }
+    family(
+        &mut out,
+        "lethe_backend_checks_total",
+        "counter",
+        "Health checks of a backend, by result.",
+    );
     out.push_str(&checks);
     family(
         &mut out,

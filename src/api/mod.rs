@@ -171,8 +171,10 @@ async fn get_config(State(s): State<ApiState>) -> Response {
     params(("If-Match" = Option<String>, Header, description = "apply only if the configuration still has this ETag")),
     responses(
         (status = 200, description = "Applied (or already so)", body = Config),
+        (status = 409, description = "A nat backend would serve two VIPs; nothing changed", body = Problem),
         (status = 412, description = "The ETag did not match", body = Problem),
-        (status = 422, description = "Invalid configuration; nothing changed", body = Problem)))]
+        (status = 422, description = "Invalid configuration; nothing changed", body = Problem),
+        (status = 500, description = "Could not be applied or saved; the previous state is back", body = Problem)))]
 async fn put_config(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -192,8 +194,10 @@ async fn list_vips(State(s): State<ApiState>) -> Response {
 #[utoipa::path(post, path = "/v1/vips", tag = "vips", request_body = Vip,
     responses(
         (status = 201, description = "Created", body = Vip),
-        (status = 409, description = "A VIP of that name exists", body = Problem),
-        (status = 422, description = "Invalid; nothing changed", body = Problem)))]
+        (status = 409, description = "A VIP of that name exists, or a nat backend would serve two VIPs", body = Problem),
+        (status = 412, body = Problem),
+        (status = 422, description = "Invalid; nothing changed", body = Problem),
+        (status = 500, body = Problem)))]
 async fn add_vip(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -221,7 +225,8 @@ async fn get_vip(
 }
 
 #[utoipa::path(patch, path = "/v1/vips/{name}", tag = "vips", params(("name" = String, Path)), request_body = VipPatch,
-    responses((status = 200, body = Vip), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Vip), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn patch_vip(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -256,7 +261,8 @@ async fn list_backends(
 }
 
 #[utoipa::path(post, path = "/v1/vips/{name}/backends", tag = "backends", params(("name" = String, Path)), request_body = Backend,
-    responses((status = 201, body = BackendView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = BackendView), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn add_backend(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -288,7 +294,8 @@ async fn get_backend(
 
 #[utoipa::path(patch, path = "/v1/vips/{name}/backends/{address}", tag = "backends",
     params(("name" = String, Path), ("address" = String, Path)), request_body = BackendPatch,
-    responses((status = 200, body = BackendView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = BackendView), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn patch_backend(
     State(s): State<ApiState>,
     Path((name, address)): Path<(String, String)>,
@@ -372,8 +379,7 @@ async fn trace(
         q.proto.unwrap_or(Protocol::Tcp),
     );
     let report = s.control.trace(flow).await?;
-    let snap = s.control.snapshot().await;
-    Ok(axum::Json(trace_view(&snap, &report)))
+    Ok(axum::Json(trace_view(&report)))
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "stats", responses((status = 200, body = StatsView)))]
@@ -512,6 +518,7 @@ async fn ready(State(s): State<ApiState>) -> Result<&'static str, ApiError> {
         trace,
         stats,
         metrics::metrics,
+        events,
         live,
         ready
     ),

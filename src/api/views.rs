@@ -174,16 +174,16 @@ pub struct TraceView {
     pub agree: bool,
 }
 
-pub fn trace_view(snap: &Snapshot, r: &TraceReport) -> TraceView {
+pub fn trace_view(r: &TraceReport) -> TraceView {
     let vip_name = |key: Option<crate::plan::VipKey>| {
-        key.and_then(|k| snap.plan.vips.iter().find(|v| v.key() == k))
+        key.and_then(|k| r.plan.vips.iter().find(|v| v.key() == k))
             .map(|v| v.vip.name.clone())
     };
     let model = match &r.model {
         Ok(p) => TraceSide {
             verdict: None,
             reason: None,
-            vip: Some(snap.plan.vips[p.vip].vip.name.clone()),
+            vip: Some(r.plan.vips[p.vip].vip.name.clone()),
             backend: Some(p.backend),
             hash: Some(p.hash),
             slot: Some(p.slot),
