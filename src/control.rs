@@ -229,6 +229,17 @@ impl Controller {
         let key = (spec.vip.clone(), spec.backend);
         let (transition, error, change) = {
             let mut book = self.book();
+            // A result of a check the configuration no longer asks for
+            // (its task aborted while probing) must not bring its entry
+            // back after the supervisor forgot it: read under the book's
+            // lock, the configuration is replaced before that forgetting.
+            let wanted = self.config_tx.borrow().vip(&spec.vip).is_some_and(|v| {
+                v.health_check.timing().is_some()
+                    && v.backends.iter().any(|b| b.address == spec.backend)
+            });
+            if !wanted {
+                return;
+            }
             let h = book.entry(key).or_insert_with(BackendHealth::up);
             let t = h.record(&result, spec.timing.rise, spec.timing.fall);
             let error = h.last_error.clone();

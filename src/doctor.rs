@@ -427,6 +427,11 @@ impl Lb<'_> {
                 self.serve_cmd(None),
             );
         }
+        // The program the instance's daemon loaded last: every link should
+        // run it (an older one runs settings and filters nobody updates).
+        let current = dataplane::pinned_prog_id(&pin::prog_path(&dir))
+            .ok()
+            .flatten();
         let mut attached = Vec::new();
         for (ifname, path) in &pins {
             match dataplane::pinned_link(path) {
@@ -444,6 +449,18 @@ impl Lb<'_> {
                     ),
                     self.serve_cmd(None),
                 ),
+                Ok(Some(link)) if current.is_some_and(|p| p != link.prog_id) => {
+                    self.report.problem(
+                        "xdp",
+                        format!(
+                            "{ifname}: the link runs program {}, not the instance's current \
+                             program {}: its settings and filters are no daemon's any more",
+                            link.prog_id,
+                            current.unwrap_or_default()
+                        ),
+                        self.serve_cmd(None),
+                    )
+                }
                 Ok(Some(link)) => {
                     if self.link_mode(ifname, &link) {
                         attached.push(Attached {

@@ -571,3 +571,45 @@ fn a_nat_backend_answers_as_its_vip_from_its_first_packet() {
         println!("{to_added} packets to the added backend, each reply answered as the VIP");
     });
 }
+
+/// A backend that gets a new record (here: its port changes) keeps its
+/// counters: what it counted under the old id carries on.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn a_backend_renumbered_keeps_its_counters() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let dp = Dataplane::load().unwrap();
+        let mut a = fixture_config();
+        a.vips.retain(|v| v.name == "web4");
+        a.vips[0].backends = backends(&["10.1.0.11"]);
+        let mut b = a.clone();
+        b.vips[0].backends[0].port = Some(8080);
+        let (pa, pb) = (Plan::new(&a).unwrap(), Plan::new(&b).unwrap());
+        let key = pa.vips[0].key();
+        let x = addr("10.1.0.11");
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let send = |n: u16| {
+            for i in 0..n {
+                let f = Flow::tcp("198.51.100.9", 20_000 + i, "10.100.0.1", 80);
+                let run = dp.test_run(&f.frame(mac), lt0).unwrap();
+                assert_eq!(run.action, Some(Action::Tx));
+            }
+        };
+        dp.apply(&pa).unwrap();
+        send(5);
+        let before = dp.backend_counter(&key, x).unwrap().unwrap();
+        assert_eq!(before.packets, 5);
+        dp.apply(&pb).unwrap();
+        let after = dp.backend_counter(&key, x).unwrap().unwrap();
+        assert_eq!(after, before, "the counters went back with the new record");
+        send(3);
+        assert_eq!(dp.backend_counter(&key, x).unwrap().unwrap().packets, 8);
+        // Out of the VIP and back: a new series.
+        let mut none = a.clone();
+        none.vips[0].backends = backends(&["10.1.0.12"]);
+        dp.apply(&Plan::new(&none).unwrap()).unwrap();
+        dp.apply(&pa).unwrap();
+        assert_eq!(dp.backend_counter(&key, x).unwrap().unwrap().packets, 0);
+    });
+}

@@ -331,6 +331,32 @@ fn doctor_on_the_load_balancer_names_each_broken_setting() {
     );
     assert!(report.contains("l-b: attached in native mode"), "{report}");
 
+    // The links run another program than the instance's current one (what
+    // a second daemon, or a restart on fewer interfaces, used to leave):
+    // their settings and filters are no daemon's.
+    let dir = lethe::dataplane::pin::instance_dir(
+        std::path::Path::new(lethe::dataplane::pin::BPFFS),
+        &instance,
+    );
+    let prog = lethe::dataplane::pin::prog_path(&dir);
+    let kept = dir.join("prog_kept");
+    std::fs::rename(&prog, &kept).unwrap();
+    let mut other = lethe::dataplane::PassProgram::load().unwrap();
+    other.pin(&prog).unwrap();
+    let (code, report) = doctor(&lab);
+    let fix = broken(
+        code,
+        &report,
+        &[
+            "l-b: the link runs program",
+            "not the instance's current program",
+        ],
+    );
+    assert!(fix.starts_with("lethe serve"), "{fix}");
+    std::fs::remove_file(&prog).unwrap();
+    std::fs::rename(&kept, &prog).unwrap();
+    drop(other);
+
     // ... and the program is detached.
     lab.sh("lb", &format!("{BIN} down --instance {instance}"));
     let (code, report) = doctor(&lab);

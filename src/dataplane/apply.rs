@@ -130,6 +130,9 @@ struct Retiring {
     tables: Vec<u32>,
     backend_ids: Vec<u32>,
     vip_ids: Vec<u32>,
+    /// Retiring ids of backends that stay, under a new id: their final
+    /// counts go into `Installed::backend_base` when they are released.
+    renumbered: Vec<(u32, VipKey, IpAddr)>,
 }
 
 /// Whether the record's table is in `tables_fixed`.
@@ -161,6 +164,12 @@ pub struct Installed {
     /// A table map of the fixed size, made after a change for the next
     /// one to fill (see `table::Blank`).
     spare: Option<table::Blank>,
+    /// Per (VIP, backend): the counts of the ids it had before its
+    /// current one. A backend gets a new id (its counters start at zero)
+    /// when its port or outer source changes; its counters as read
+    /// (`Dataplane::backend_counter`) carry on from these. Kept for this
+    /// daemon's life.
+    backend_base: HashMap<(VipKey, IpAddr), super::Counter>,
 }
 
 impl Default for Installed {
@@ -176,6 +185,7 @@ impl Default for Installed {
             backend_ids: IdPool::new("backend", MAX_BACKENDS),
             retiring: Retiring::default(),
             spare: None,
+            backend_base: HashMap::new(),
         }
     }
 }
@@ -500,6 +510,10 @@ impl Installed {
         }
         self.write_filter(maps, &filter)?;
         self.write_quick(maps, plan.quick.clone())?;
+        // Bases of backends that left go with them.
+        let vips = &self.vips;
+        self.backend_base
+            .retain(|(k, a), _| vips.get(k).is_some_and(|v| v.backends.contains_key(a)));
         // This change is in the maps: ready the next one's table now. On
         // failure the next change makes its own, and reports the error.
         if self.spare.is_none() {
@@ -647,6 +661,9 @@ impl Installed {
             if !live.contains(&t) {
                 maps.tables.remove(t)?;
             }
+        }
+        for (id, key, addr) in std::mem::take(&mut self.retiring.renumbered) {
+            self.carry_counts(maps, id, key, addr)?;
         }
         while let Some(id) = self.retiring.backend_ids.pop() {
             release_backends(maps, &mut self.backend_ids, [id])?;
@@ -971,15 +988,51 @@ impl Installed {
             .filter(|(addr, b)| s.next.get(*addr) != Some(*b))
             .map(|(_, b)| b.id)
             .collect();
+        let renumbered: Vec<(u32, VipKey, IpAddr)> = v
+            .backends
+            .iter()
+            .filter(|(addr, b)| s.next.get(*addr).is_some_and(|n| n.id != b.id))
+            .map(|(addr, b)| (b.id, s.key, *addr))
+            .collect();
         v.backends = s.next;
         match s.retired_table {
             Some(old) => {
                 self.retiring.tables.push(old);
                 self.retiring.backend_ids.extend(released);
+                self.retiring.renumbered.extend(renumbered);
             }
-            None => release_backends(maps, &mut self.backend_ids, released)?,
+            None => {
+                for (id, key, addr) in renumbered {
+                    self.carry_counts(maps, id, key, addr)?;
+                }
+                release_backends(maps, &mut self.backend_ids, released)?
+            }
         }
         Ok(s.resourced)
+    }
+
+    /// Adds the final counts of `id`, a backend's previous id (no packet
+    /// reaches it any more), to that backend's base.
+    fn carry_counts(
+        &mut self,
+        maps: &Maps<'_>,
+        id: u32,
+        key: VipKey,
+        addr: IpAddr,
+    ) -> Result<(), DataplaneError> {
+        let last = super::Dataplane::percpu_sum(maps.backend_stats, "backend_stats", id)?;
+        let base = self.backend_base.entry((key, addr)).or_default();
+        base.packets += last.packets;
+        base.bytes += last.bytes;
+        Ok(())
+    }
+
+    /// What a backend counted under its previous ids (see `backend_base`).
+    pub fn backend_base(&self, key: &VipKey, addr: IpAddr) -> super::Counter {
+        self.backend_base
+            .get(&(*key, addr))
+            .copied()
+            .unwrap_or_default()
     }
 }
 

@@ -123,6 +123,21 @@ pub fn open_pinned(path: &Path) -> Result<Option<OwnedFd>, DataplaneError> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// The id of the program pinned at `path`, if one is.
+pub fn pinned_prog_id(path: &Path) -> Result<Option<u32>, DataplaneError> {
+    let Some(fd) = open_pinned(path)? else {
+        return Ok(None);
+    };
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: a valid fd; info and len describe a buffer of that size.
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc < 0 {
+        return Err(link_err("query program", rc));
+    }
+    Ok(Some(info.id))
+}
+
 fn xdp_ifindex(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
     let info = LinkInfo::from_fd(fd).ok()?;
     match info.info {

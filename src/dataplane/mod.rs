@@ -31,7 +31,8 @@ use crate::abi::{self, Action, Reason, REASON_COUNT};
 use crate::plan::VipKey;
 
 pub use attach::{
-    pinned_link, xdp_query, AttachMode, LinkOutcome, PinnedLink, XdpLink, XdpMode, XdpState,
+    pinned_link, pinned_prog_id, xdp_query, AttachMode, LinkOutcome, PinnedLink, XdpLink, XdpMode,
+    XdpState,
 };
 pub use bench::{pin_thread_to_cpu, Timed, TrafficGenerator, GEN_MAX_LEN};
 pub use decap::DecapProgram;
@@ -474,7 +475,7 @@ impl Dataplane {
         ))
     }
 
-    fn percpu_sum(
+    pub(crate) fn percpu_sum(
         map: &dyn MapCore,
         name: &'static str,
         idx: u32,
@@ -568,10 +569,20 @@ impl Dataplane {
         key: &VipKey,
         backend: IpAddr,
     ) -> Result<Option<Counter>, DataplaneError> {
-        let id = self.installed().backend_id(key, backend);
+        let (id, base) = {
+            let installed = self.installed();
+            (
+                installed.backend_id(key, backend),
+                installed.backend_base(key, backend),
+            )
+        };
         match id {
             Some(id) => {
-                Self::percpu_sum(&self.skel.maps.backend_stats, "backend_stats", id).map(Some)
+                let now = Self::percpu_sum(&self.skel.maps.backend_stats, "backend_stats", id)?;
+                Ok(Some(Counter {
+                    packets: base.packets + now.packets,
+                    bytes: base.bytes + now.bytes,
+                }))
             }
             None => Ok(None),
         }

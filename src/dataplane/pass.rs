@@ -43,6 +43,16 @@ impl PassProgram {
         attach::attach(self.skel.progs.xdp_pass.as_fd(), ifindex, mode)
     }
 
+    /// Pins the program at `path` (tests pin it where another build's
+    /// program would be).
+    pub fn pin(&mut self, path: &std::path::Path) -> Result<(), DataplaneError> {
+        self.skel
+            .progs
+            .xdp_pass
+            .pin(path)
+            .map_err(DataplaneError::Load)
+    }
+
     /// The program, for the benchmarks' runs (bench.rs).
     pub(super) fn program(&self) -> &libbpf_rs::ProgramMut<'static> {
         &self.skel.progs.xdp_pass
