@@ -428,3 +428,138 @@ fn tables_from_older_builds_move_to_tables_fixed() {
         tables_equal_the_plan(&dp, &plan);
     });
 }
+
+/// The pinned state a crash in the middle of an apply leaves, adopted by
+/// the next daemon before its first apply (the old program still runs on
+/// the pins): nothing a packet can reach is freed or removed.
+///
+/// 1. A backend got a new record (a higher id) and its VIP's table names
+///    it, but the old record was not freed yet: the one the table names is
+///    kept.
+/// 2. A VIP's record moved to a table of another size, but the index flip
+///    did not happen: the table the live index names stays until the first
+///    apply flips the index.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn adoption_keeps_what_a_crash_mid_apply_left_live() {
+    use lethe::dataplane::types::{lethe_backend, lethe_vip};
+    use lethe::dataplane::Pod;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    let pins = PinDir::new("midapply");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let lt0 = topo.ifindex("lt0");
+        let mut config = fixture_config();
+        config.vips.retain(|v| v.name == "web4");
+        let plan = Plan::new(&config).unwrap();
+        let frames: Vec<Vec<u8>> = (0..32)
+            .map(|i| {
+                Flow::tcp("198.51.100.1", 5000 + i, "10.100.0.1", 80).frame(topo.iface_mac("lt0"))
+            })
+            .collect();
+        let all_forwarded = |dp: &Dataplane, when: &str| {
+            for f in &frames {
+                let t = dp.trace(f, lt0).unwrap();
+                assert_eq!(
+                    (t.action, t.reason),
+                    (Some(Action::Tx), Some(Reason::FwdTx)),
+                    "{when}"
+                );
+            }
+        };
+        let open = |name: &str| MapHandle::from_pinned_path(dir.join(name)).unwrap();
+        // The one VIP's record and its published table (an inner map).
+        let vip_record = |vips: &MapHandle| -> (Vec<u8>, lethe_vip) {
+            let key = vips.keys().next().unwrap();
+            let rec = vips.lookup(&key, MapFlags::ANY).unwrap().unwrap();
+            (key, lethe_vip::from_bytes(&rec).unwrap())
+        };
+        let inner = |rec: &lethe_vip| -> MapHandle {
+            let outer = open(if rec.flags & lethe::abi::VIP_F_FIXED_TABLE != 0 {
+                "tables_fixed"
+            } else {
+                "tables"
+            });
+            let id = outer
+                .lookup(&rec.table_id.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .unwrap();
+            MapHandle::from_map_id(u32::from_ne_bytes(id[..4].try_into().unwrap())).unwrap()
+        };
+
+        // 1. A renumbered backend, its old record still there.
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        dp.apply(&plan).unwrap();
+        all_forwarded(&dp, "before");
+        drop(dp);
+        let (_, rec) = vip_record(&open("vips"));
+        let table = inner(&rec);
+        let old_id = u32::from_ne_bytes(
+            table
+                .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .unwrap()[..4]
+                .try_into()
+                .unwrap(),
+        );
+        let new_id = lethe::abi::MAX_BACKENDS - 1;
+        let backends = open("backends");
+        let record = backends
+            .lookup(&old_id.to_ne_bytes(), MapFlags::ANY)
+            .unwrap()
+            .unwrap();
+        assert_ne!(lethe_backend::from_bytes(&record).unwrap().family, 0);
+        backends
+            .update(&new_id.to_ne_bytes(), &record, MapFlags::ANY)
+            .unwrap();
+        for slot in 0..lethe::abi::FIXED_TABLE_SIZE {
+            let v = table
+                .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
+                .unwrap()
+                .unwrap();
+            if v[..4] == old_id.to_ne_bytes() {
+                table
+                    .update(&slot.to_ne_bytes(), &new_id.to_ne_bytes(), MapFlags::ANY)
+                    .unwrap();
+            }
+        }
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        all_forwarded(&dp, "a renumbered backend, adopted");
+        dp.apply(&plan).unwrap();
+        all_forwarded(&dp, "a renumbered backend, after the first apply");
+        drop(dp);
+
+        // 2. The record names a table of another size the index does not.
+        let vips = open("vips");
+        let (key, mut rec) = vip_record(&vips);
+        let live = inner(&rec);
+        let first = live
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .unwrap()
+            .unwrap();
+        let other = table_map(false, 7919);
+        for slot in 0..7919u32 {
+            other
+                .update(&slot.to_ne_bytes(), &first, MapFlags::ANY)
+                .unwrap();
+        }
+        rec.table_id ^= 1;
+        rec.table_size = 7919;
+        rec.flags &= !lethe::abi::VIP_F_FIXED_TABLE;
+        open("tables")
+            .update(
+                &rec.table_id.to_ne_bytes(),
+                &(other.as_fd().as_raw_fd() as u32).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .unwrap();
+        vips.update(&key, rec.as_bytes(), MapFlags::ANY).unwrap();
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        all_forwarded(&dp, "a resize cut short, adopted");
+        dp.apply(&plan).unwrap();
+        all_forwarded(&dp, "a resize cut short, after the first apply");
+        tables_equal_the_plan(&dp, &plan);
+    });
+}

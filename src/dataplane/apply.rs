@@ -308,19 +308,47 @@ impl Installed {
             );
         }
 
-        let mut orphans = Vec::new();
-        let records = maps
-            .backends
-            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
-            .map_err(|e| DataplaneError::map("backends", "lookup batch", e))?;
-        for (k, v) in records {
-            let id = u32::from_ne_bytes(k[..4].try_into().expect("4-byte key"));
-            let Some(rec) = lethe_backend::from_bytes(&v) else {
-                continue;
-            };
-            if rec.family == 0 {
+        // What packets reach now: the live index's records, their tables
+        // and the backend ids those name. A crash between a record's write
+        // and the index flip leaves them apart from `vips`; nothing they
+        // reach is removed or freed before the first flip (`retiring`).
+        let live = maps.vip_index.live_records();
+        let mut live_tables: std::collections::HashSet<(u32, bool)> =
+            std::collections::HashSet::new();
+        let mut live_ids: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        for r in &live {
+            if r.vip_id >= MAX_VIPS || r.table_id / 2 != r.vip_id {
                 continue;
             }
+            if !by_vip_id.contains_key(&r.vip_id) && inst.vip_ids.claim(r.vip_id) {
+                inst.retiring.vip_ids.push(r.vip_id);
+            }
+            live_tables.insert((r.table_id, fixed_table(r)));
+            if let Some(slots) = maps.tables.read(r.table_id, fixed_table(r))? {
+                live_ids.extend(slots);
+            }
+        }
+
+        // Backend records by owner: a VIP's address may have two (a crash
+        // before the old one was freed); the one its table names is kept.
+        let mut orphans = Vec::new();
+        let named: std::collections::HashSet<u32> = inst
+            .vips
+            .values()
+            .flat_map(|v| v.slots.iter().copied())
+            .collect();
+        let mut found: Vec<(u32, lethe_backend)> = maps
+            .backends
+            .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| DataplaneError::map("backends", "lookup batch", e))?
+            .filter_map(|(k, v)| {
+                let id = u32::from_ne_bytes(k[..4].try_into().expect("4-byte key"));
+                lethe_backend::from_bytes(&v).map(|rec| (id, rec))
+            })
+            .filter(|(_, rec)| rec.family != 0)
+            .collect();
+        found.sort_by_key(|&(id, _)| (!named.contains(&id), id));
+        for (id, rec) in found {
             let owner = by_vip_id
                 .get(&rec.vip_id)
                 .and_then(|key| inst.vips.get_mut(key));
@@ -351,7 +379,11 @@ impl Installed {
         }
         for id in orphans {
             inst.backend_ids.claim(id);
-            release_backends(maps, &mut inst.backend_ids, [id])?;
+            if live_ids.contains(&id) {
+                inst.retiring.backend_ids.push(id);
+            } else {
+                release_backends(maps, &mut inst.backend_ids, [id])?;
+            }
         }
 
         // A table naming an id that is not this VIP's backend cannot be
@@ -369,7 +401,15 @@ impl Installed {
             .collect();
         for table_id in 0..MAX_TABLES {
             match current.get(&table_id) {
-                Some(&fixed) => maps.tables.remove_other(table_id, fixed)?,
+                Some(&fixed) if !live_tables.contains(&(table_id, !fixed)) => {
+                    maps.tables.remove_other(table_id, fixed)?
+                }
+                Some(_) => {}
+                None if live_tables.contains(&(table_id, true))
+                    || live_tables.contains(&(table_id, false)) =>
+                {
+                    inst.retiring.tables.push(table_id)
+                }
                 None => maps.tables.remove(table_id)?,
             }
         }
