@@ -692,6 +692,20 @@ async fn bad_input_is_refused_and_changes_nothing() {
         )
         .await;
     assert_problem(&r, StatusCode::PRECONDITION_FAILED, "stale If-Match");
+    // One that is not text matches nothing either (it was once ignored,
+    // and the change applied).
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/v1/config")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::IF_MATCH,
+            axum::http::HeaderValue::from_bytes(b"\"\xff\"").unwrap(),
+        )
+        .body(Body::from(json!({"vips": []}).to_string()))
+        .unwrap();
+    let r = app.send(req).await;
+    assert_problem(&r, StatusCode::PRECONDITION_FAILED, "If-Match not text");
 
     assert_eq!(app.etag().await, before_etag);
     assert_eq!(app.saved(), before_file);

@@ -116,11 +116,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The If-Match header's value. One that is not text (obs-text bytes)
+/// matches no ETag: the change is refused (412), never applied as if the
+/// header were absent.
 fn if_match(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
 }
 
 fn with_etag(snapshot: &Snapshot, status: StatusCode, body: impl IntoResponse) -> Response {
