@@ -884,7 +884,16 @@ impl Installed {
                     if current.is_some_and(|cur| cur.port == port) {
                         resourced += 1;
                     }
-                    let id = self.backend_ids.take()?;
+                    let id = match self.backend_ids.take() {
+                        Ok(id) => id,
+                        Err(e) => {
+                            // This VIP's ids so far: no table names them.
+                            for id in fresh {
+                                self.backend_ids.give_back(id);
+                            }
+                            return Err(e);
+                        }
+                    };
                     fresh.push(id);
                     let rec =
                         records::backend(&b.address, port, before.vip_id, wanted_src.is_some());
