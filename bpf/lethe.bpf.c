@@ -190,15 +190,20 @@ static __always_inline int nat_return_path(struct xdp_md *ctx, struct packet *p)
 	 * and forwards it, where an untouched reply would reach the client
 	 * from the backend's address and be reset. */
 	why = client_nexthop(ctx, p, &fib, &macs);
-	if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
+	/* Larger than the path to the client but fragmentable (IPv4 without
+	 * DF): rewritten and passed too, for the kernel to fragment; untouched,
+	 * the client would get fragments from the backend's address. */
+	if (why == LETHE_R_FRAG_NEEDED && p->family == LETHE_AF_INET && !p->df && !p->icmp)
+		why = LETHE_R_RETURN_PASSED;
+	else if (why != NEXTHOP_OK && why != LETHE_R_NO_NEIGH)
 		return verdict(ctx, p, XDP_PASS, LETHE_R_RETURN_PASSED);
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	if (p->icmp ? nat_icmp_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port)
 		    : nat_rewrite(data, data_end, p, NAT_SRC, r->addr, r->port))
 		return verdict(ctx, p, XDP_DROP, LETHE_R_INTERNAL);
-	if (why == LETHE_R_NO_NEIGH)
-		return verdict(ctx, p, XDP_PASS, LETHE_R_NO_NEIGH);
+	if (why != NEXTHOP_OK)
+		return verdict(ctx, p, XDP_PASS, why);
 	if (data + sizeof(struct ethhdr) > data_end)
 		return verdict(ctx, p, XDP_DROP, LETHE_R_TRUNC_ETH);
 	set_macs(data, macs);

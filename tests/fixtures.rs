@@ -890,6 +890,13 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     let back6 = Flow::tcp("fd00:1::11", 8443, "2001:db8:c::7", 40_001);
     let backu4 = Flow::udp("10.1.0.13", 5353, "198.51.100.7", 5300);
     let backall = Flow::udp("10.2.0.11", 9999, "198.51.100.7", 4000);
+    // One byte over the client path's MTU.
+    let big_back = Flow::udp("10.1.0.13", 5353, "198.51.100.7", 5301).payload(1500 - 28 + 1);
+    let clear_df = |mut f: Vec<u8>| {
+        f[14 + 6] &= !0x40;
+        fix_ipv4_csum(&mut f[14..]);
+        f
+    };
     v.extend([
         fwd(
             "nat return: the backend's reply leaves from the VIP",
@@ -948,6 +955,20 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         left(
             "nat return towards a client without a route",
             frame(&Flow::tcp("10.1.0.11", 8080, "203.0.113.9", 1)),
+            Reason::ReturnPassed,
+        ),
+        fwd_as(
+            "nat return too big for the client's path, no DF: rewritten, passed to fragment",
+            clear_df(frame(&big_back)),
+            Reason::ReturnPassed,
+            clear_df(env.kept_macs(
+                env.nat_back(&big_back, "10.100.0.21", 53, false),
+                &frame(&big_back),
+            )),
+        ),
+        left(
+            "nat return too big for the client's path, DF set: the kernel's (it tells the backend)",
+            frame(&big_back),
             Reason::ReturnPassed,
         ),
     ]);

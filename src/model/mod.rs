@@ -156,6 +156,17 @@ fn nat_return(
                 backend: None,
             }
         }
+        // Larger than the path to the client but fragmentable (IPv4
+        // without DF): rewritten too, for the kernel to fragment.
+        Fib::FragNeeded { .. } if p.dst.is_ipv4() && !p.df && !p.icmp => {
+            return Outcome {
+                action: Action::Pass,
+                reason: Reason::ReturnPassed,
+                frame: rewrite_back(),
+                vip: Some(idx),
+                backend: None,
+            }
+        }
         // What a backend sends that Lethe cannot forward itself (e.g. to
         // this host: answers to health checks) is the kernel's.
         _ => return untouched(Reason::ReturnPassed, Some(idx)),
