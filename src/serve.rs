@@ -210,6 +210,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(&first) = indexes.first() {
         control.set_trace_ifindex(first);
     }
+    // Addresses and routes may have changed while no daemon listened:
+    // resolve the outer sources again before declaring ready.
+    control.refresh_sources().await;
     control.set_ready(true);
 
     let cancel = CancellationToken::new();

@@ -865,5 +865,25 @@ fn outer_sources_follow_address_and_route_changes() {
         assert!(daemon.logs().contains("outer source addresses changed"));
         let trace = get("/v1/trace?src=2001:db8:c::1&sport=1001&dst=fd00:100::1&dport=80");
         assert_eq!(trace["agree"], true, "{trace}");
+
+        // The route and the address go while no daemon runs: the next one
+        // resolves the sources again before it is ready.
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        sh("ip -6 route del fd00:1::11/128 && ip -6 addr del fd00:1::5/64 dev lt0");
+        assert_eq!(outer_sources(&dir), vec![moved], "changed without a daemon");
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        assert_eq!(
+            outer_sources(&dir),
+            vec![first],
+            "a restarted daemon kept a source resolved before it\n{}",
+            daemon.logs()
+        );
     });
 }
