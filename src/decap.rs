@@ -113,13 +113,7 @@ pub fn detach(bpffs: &Path, instance: &str, iface: &str) -> Result<()> {
         bail!("no decap program attached to {iface} ({})", dir.display());
     }
     println!("decap detached from {iface}");
-    let links_left = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
-        })
-        .unwrap_or(false);
-    if !links_left {
+    if pin::links(&dir).is_empty() {
         pin::remove_instance(&dir)?;
         println!("no interface left: removed {}", dir.display());
     }
@@ -129,20 +123,11 @@ pub fn detach(bpffs: &Path, instance: &str, iface: &str) -> Result<()> {
 pub fn status(bpffs: &Path, instance: &str) -> Result<()> {
     crate::serve::check_instance(instance)?;
     let dir = pin_dir(bpffs, instance);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    if !dir.is_dir() {
         println!("no decap program installed ({})", dir.display());
         return Ok(());
-    };
-    let mut ifaces: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("link_")
-                .map(String::from)
-        })
-        .collect();
-    ifaces.sort();
+    }
+    let ifaces: Vec<String> = pin::links(&dir).into_iter().map(|(i, _)| i).collect();
     println!("attached to: {}", ifaces.join(", "));
     let stats =
         MapHandle::from_pinned_path(dir.join("decap_stats")).context("opening decap_stats")?;

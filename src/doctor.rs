@@ -179,23 +179,6 @@ fn names<T: AsRef<str>>(items: &[T]) -> String {
         .join(", ")
 }
 
-/// The `link_<ifname>` pins of a pin directory: (ifname, path), sorted.
-fn pinned_links(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut pins: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("link_")
-                        .map(|i| (i.to_string(), e.path()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    pins.sort();
-    pins
-}
-
 /// What a veth's peer looks like, read in the peer's namespace.
 #[derive(Debug, Clone)]
 struct Peer {
@@ -414,7 +397,7 @@ impl Lb<'_> {
             );
             return Vec::new();
         }
-        let pins = pinned_links(&dir);
+        let pins = pin::links(&dir);
         if pins.is_empty() {
             self.report.problem(
                 "xdp",
@@ -1086,7 +1069,7 @@ pub fn diagnose_lb(opts: &LbOptions) -> Report {
     };
     // The daemon's fix names the interfaces it has links for.
     let dir = pin::instance_dir(&opts.bpffs, &opts.instance);
-    lb.pinned = pinned_links(&dir).into_iter().map(|(i, _)| i).collect();
+    lb.pinned = pin::links(&dir).into_iter().map(|(i, _)| i).collect();
     let config = lb.daemon();
     let attached = lb.links();
 
@@ -1353,7 +1336,7 @@ fn decap(r: &mut Report, opts: &BackendOptions, ifaces: &[String]) {
     let dir = crate::decap::pin_dir(&opts.bpffs, &opts.instance);
     let attach_cmd =
         |dev: &str| format!("lethe decap attach {dev}{}", instance_arg(&opts.instance));
-    let pins = pinned_links(&dir);
+    let pins = pin::links(&dir);
     if opts.encap && !pin::is_bpffs(&opts.bpffs) {
         r.problem(
             "decap",

@@ -97,15 +97,6 @@ fn lock_instance(dir: &std::path::Path, instance: &str) -> Result<std::fs::File>
     Ok(f)
 }
 
-/// Whether any link is pinned in the instance directory.
-fn has_pinned_links(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
-    })
-}
-
 /// Attaches to (or upgrades the program on) every --iface, and upgrades
 /// the instance's other pinned links. The link handles are only fds: the
 /// links are pinned and stay attached when these are dropped.
@@ -193,7 +184,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // rewrites is then read only by the program that knows its layout.
     // None (first start, or after a reboot): apply first, so the first
     // packet finds the VIPs.
-    let upgrading = has_pinned_links(&dir);
+    let upgrading = !pin::links(&dir).is_empty();
     let mut links = if upgrading {
         attach_all(&dp, &dir, &opts, &indexes)?
     } else {

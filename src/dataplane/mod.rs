@@ -289,25 +289,16 @@ impl Dataplane {
         dir: &Path,
         keep: &[String],
     ) -> Result<Vec<(String, LinkOutcome)>, DataplaneError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| DataplaneError::Os {
-            what: "listing the pinned links",
-            source,
-        })?;
-        let prog = self.skel.progs.lethe_xdp.as_fd();
+        let (prog, id) = (self.skel.progs.lethe_xdp.as_fd(), self.program_id()?);
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(iface) = name.strip_prefix("link_") else {
-                continue;
-            };
-            if keep.iter().any(|k| k == iface) {
+        for (iface, path) in pin::links(dir) {
+            if keep.contains(&iface) {
                 continue;
             }
-            if let Some(o) = attach::upgrade_pinned(prog, self.program_id()?, &entry.path())? {
-                out.push((iface.to_string(), o));
+            if let Some(o) = attach::upgrade_pinned(prog, id, &path)? {
+                out.push((iface, o));
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

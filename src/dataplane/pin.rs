@@ -65,6 +65,24 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// The `link_<ifname>` pins of a pin directory: (ifname, path), sorted;
+/// none when the directory is missing.
+pub fn links(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut pins: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("link_")
+                        .map(|i| (i.to_string(), e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pins.sort();
+    pins
+}
+
 /// Detaches and unpins the link of one interface; false if none was pinned.
 pub fn detach_link(dir: &Path, ifname: &str) -> Result<bool, DataplaneError> {
     detach_pinned(&link_path(dir, ifname))
