@@ -513,9 +513,8 @@ impl Config {
         }
         let mut names = FastSet::default();
         let mut keys: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
-        let mut nat_backends: FastMap<(IpAddr, u16, Protocol), &str> = FastMap::default();
-        // Per (backend, protocol), the first nat VIP on any of its ports.
-        let mut nat_any_port: FastMap<(IpAddr, Protocol), (&str, u16)> = FastMap::default();
+        // Per (backend, protocol): the nat VIPs it serves, by backend port.
+        let mut nat_backends: FastMap<(IpAddr, Protocol), Vec<(u16, &str)>> = FastMap::default();
         for v in &self.vips {
             v.validate()?;
             if !names.insert(v.name.as_str()) {
@@ -524,33 +523,23 @@ impl Config {
             if v.mode == Mode::Nat {
                 for b in &v.backends {
                     let port = v.backend_port(b);
+                    let served = nat_backends.entry((b.address, v.protocol)).or_default();
                     // A reply is matched on its source (backend, port),
-                    // then (backend, every port): an every-port nat VIP
-                    // shares its backend with no other nat VIP.
-                    let taken = if port == 0 {
-                        nat_any_port.get(&(b.address, v.protocol)).copied()
-                    } else {
-                        nat_backends
-                            .get(&(b.address, 0, v.protocol))
-                            .map(|&first| (first, port))
-                    };
-                    let taken = taken.or_else(|| {
-                        nat_backends
-                            .insert((b.address, port, v.protocol), &v.name)
-                            .map(|first| (first, port))
-                    });
-                    nat_any_port
-                        .entry((b.address, v.protocol))
-                        .or_insert((&v.name, port));
-                    if let Some((first, port)) = taken {
+                    // then (backend, every port): one port, or every port
+                    // (0) against any other, serves one nat VIP.
+                    if let Some(&(other, first)) = served
+                        .iter()
+                        .find(|&&(p, _)| p == port || p == 0 || port == 0)
+                    {
                         return Err(ConfigError::NatConflict {
                             first: first.to_string(),
                             second: v.name.clone(),
                             backend: b.address,
-                            port,
+                            port: port.max(other),
                             protocol: v.protocol,
                         });
                     }
+                    served.push((port, &v.name));
                 }
             }
             if let Some(first) = keys.insert((v.address, v.port, v.protocol), &v.name) {
