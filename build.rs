@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
+#[path = "build/layout.rs"]
+mod layout;
+
 /// Each `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.skel.rs`.
 const PROGRAMS: &[&str] = &["lethe", "pass", "decap", "bench"];
 
@@ -37,7 +40,19 @@ fn main() {
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {}: {e:#}", src.display()));
     }
+    let stamp = layout::stamp(&bpf);
+    std::fs::write(
+        out.join("layout.rs"),
+        format!(
+            "/// What the pinned maps hold, as this build reads them: a hash of\n\
+             /// {} with comments and spacing left out (build.rs).\n\
+             pub const LAYOUT: u64 = 0x{stamp:016x};\n",
+            layout::FILES.join(", ")
+        ),
+    )
+    .expect("writing layout.rs");
     println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=build");
     println!("cargo:rerun-if-changed=vmlinux");
     println!("cargo:rerun-if-env-changed=LETHE_CLANG");
 }

@@ -9,6 +9,11 @@
  *
  * Multi-byte address and port fields are in network byte order; everything
  * else is host order.
+ *
+ * This file's code (not its comments) is part of the pins' layout stamp
+ * (build/layout.rs): change it and the next daemon moves an instance to
+ * fresh maps instead of adopting the pinned ones (README, "Upgrades that
+ * change the maps").
  */
 #ifndef LETHE_ABI_H
 #define LETHE_ABI_H

@@ -8,6 +8,10 @@
  * 4 words per address. With LETHE_VIP_F_STICKY the source port is zero, so
  * one client keeps one backend across connections. The bit-exact Rust twin
  * is src/flow_hash.rs.
+ *
+ * The VIP filter bits and vip_index slots below decide where the daemon
+ * writes pinned entries: this file's code is part of the pins' layout stamp
+ * (build/layout.rs, abi.h).
  */
 #ifndef LETHE_HASH_H
 #define LETHE_HASH_H

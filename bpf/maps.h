@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* Every map of the XDP program. Names are the ABI: the Rust dataplane module
- * opens them by these names, and they are pinned under them. */
+ * opens them by these names, and they are pinned under them. This file's
+ * code is part of the pins' layout stamp (build/layout.rs, abi.h). */
 #ifndef LETHE_MAPS_H
 #define LETHE_MAPS_H
 

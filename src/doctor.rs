@@ -410,6 +410,21 @@ impl Lb<'_> {
                 self.serve_cmd(None),
             );
         }
+        if let pin::Pins::Other { stamp } = pin::pins(&dir) {
+            self.report.warn(
+                "xdp",
+                format!(
+                    "the maps pinned in {} are in another layout ({}) than this lethe's \
+                     ({:016x}): a daemon of another build pinned them; this build's \
+                     `lethe serve` moves the instance to fresh maps, without a gap \
+                     (counters restart)",
+                    dir.display(),
+                    stamp.map_or("no stamp".to_string(), |s| format!("{s:016x}")),
+                    pin::LAYOUT
+                ),
+                Some(self.serve_cmd(None)),
+            );
+        }
         // The program the instance's daemon loaded last: every link should
         // run it (an older one runs settings and filters nobody updates).
         let current = dataplane::pinned_prog_id(&pin::prog_path(&dir))

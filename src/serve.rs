@@ -162,18 +162,30 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    let dp = Arc::new(
-        Dataplane::load_pinned(&dir)
-            .with_context(|| {
-                format!(
-                    "loading the XDP program with maps pinned in {}",
-                    dir.display()
-                )
-            })
-            .context(
-                "if the pinned maps are from an incompatible version, `lethe down` removes them",
-            )?,
-    );
+    // Pins in another layout (an upgrade that changed what a map holds):
+    // never read. This program gets maps of its own, filled from the saved
+    // configuration while the old program forwards on the old maps; the
+    // links move over, then the pins are replaced (pin.rs).
+    let pins = pin::pins(&dir);
+    let migrate = matches!(pins, pin::Pins::Other { .. });
+    let dp = if let pin::Pins::Other { stamp } = pins {
+        tracing::warn!(
+            pins = %dir.display(),
+            theirs = %stamp.map_or("none".to_string(), |s| format!("{s:016x}")),
+            ours = %format!("{:016x}", pin::LAYOUT),
+            "the pinned maps are in another layout: moving the instance to fresh maps \
+             (traffic keeps flowing; counters restart)"
+        );
+        Dataplane::load().context("loading the XDP program")?
+    } else {
+        Dataplane::load_pinned(&dir).with_context(|| {
+            format!(
+                "loading the XDP program with maps pinned in {}",
+                dir.display()
+            )
+        })?
+    };
+    let dp = Arc::new(dp);
     for &idx in &indexes {
         dp.allow_tx_port(idx)?;
     }
@@ -182,9 +194,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // program before the saved configuration is applied. It already
     // decides as the old one did on the adopted maps, and what the apply
     // rewrites is then read only by the program that knows its layout.
-    // None (first start, or after a reboot): apply first, so the first
-    // packet finds the VIPs.
-    let upgrading = !pin::links(&dir).is_empty();
+    // None (first start, or after a reboot), or a move to fresh maps:
+    // apply first, so the first packet finds the VIPs.
+    let upgrading = !migrate && !pin::links(&dir).is_empty();
     let mut links = if upgrading {
         attach_all(&dp, &dir, &opts, &indexes)?
     } else {
@@ -197,6 +209,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     tracing::info!(vips = restored, pins = %dir.display(), "configuration restored");
     if !upgrading {
         links = attach_all(&dp, &dir, &opts, &indexes)?;
+    }
+    if migrate {
+        dp.take_over_pins(&dir)
+            .with_context(|| format!("pinning the fresh maps in {}", dir.display()))?;
+        tracing::info!(pins = %dir.display(), "moved to fresh maps; the old ones are freed");
     }
     if let Some(&first) = indexes.first() {
         control.set_trace_ifindex(first);

@@ -146,6 +146,63 @@ fn xdp_attached(dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// Sends one frame to the dsr VIP 10.100.0.1:80 from lt1's socket; the
+/// backend MAC it came back with.
+fn probe_vip(sock: &RawSocket, lb_mac: [u8; 6], sport: u16) -> Option<[u8; 6]> {
+    let frame = Flow::tcp("198.51.100.1", sport, "10.100.0.1", 80).frame(lb_mac);
+    sock.drain();
+    sock.send(&frame).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Some(got) = sock
+        .recv(deadline.saturating_duration_since(Instant::now()))
+        .unwrap()
+    {
+        if got.len() == frame.len() && got[6..12] == lb_mac && got[12..] == frame[12..] {
+            return Some(got[..6].try_into().unwrap());
+        }
+    }
+    None
+}
+
+/// Sends frames of new flows to the dsr VIP 10.100.0.1:80 from lt1, one
+/// at a time, each waited for (500 ms), from 100 ms before `during` until
+/// 100 ms after: (sent, came back rewritten).
+fn frames_through(lb_mac: [u8; 6], during: impl FnOnce()) -> (u64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, back) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let lt1 = ifindex("lt1");
+    let traffic = {
+        let (stop, sent, back) = (stop.clone(), sent.clone(), back.clone());
+        std::thread::spawn(move || {
+            let s = RawSocket::bind(lt1).unwrap();
+            let mut port = 30_000u16;
+            while !stop.load(Ordering::Relaxed) {
+                let frame = Flow::tcp("198.51.100.2", port, "10.100.0.1", 80).frame(lb_mac);
+                s.send(&frame).unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while let Some(got) = s
+                    .recv(deadline.saturating_duration_since(Instant::now()))
+                    .unwrap()
+                {
+                    if got[12..] == frame[12..] && got[6..12] == lb_mac {
+                        back.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                port = port.wrapping_add(1).max(30_000);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    during();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    (sent.load(Ordering::Relaxed), back.load(Ordering::Relaxed))
+}
+
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn serve_curl_kill_restart_down() {
@@ -172,22 +229,7 @@ fn serve_curl_kill_restart_down() {
                     .unwrap()
             })
             .collect();
-        // Sends one frame to the VIP; the backend MAC it came back with.
-        let probe = |sport: u16| -> Option<[u8; 6]> {
-            let frame = Flow::tcp("198.51.100.1", sport, "10.100.0.1", 80).frame(lb_mac);
-            sock.drain();
-            sock.send(&frame).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while let Some(got) = sock
-                .recv(deadline.saturating_duration_since(Instant::now()))
-                .unwrap()
-            {
-                if got.len() == frame.len() && got[6..12] == lb_mac && got[12..] == frame[12..] {
-                    return Some(got[..6].try_into().unwrap());
-                }
-            }
-            None
-        };
+        let probe = |sport: u16| probe_vip(&sock, lb_mac, sport);
 
         // First on two interfaces; restarted below on lt0 alone.
         daemon.child = Some(Daemon::start_on(
@@ -242,44 +284,14 @@ fn serve_curl_kill_restart_down() {
         assert_eq!(probe(1001), Some(mac), "no forwarding without the daemon");
 
         // Frames all through the restart: every one must come back.
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, back) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let lt1 = ifindex("lt1");
-        let traffic = {
-            let (stop, sent, back) = (stop.clone(), sent.clone(), back.clone());
-            std::thread::spawn(move || {
-                let s = RawSocket::bind(lt1).unwrap();
-                let mut port = 30_000u16;
-                while !stop.load(Ordering::Relaxed) {
-                    let frame = Flow::tcp("198.51.100.2", port, "10.100.0.1", 80).frame(lb_mac);
-                    s.send(&frame).unwrap();
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let deadline = Instant::now() + Duration::from_millis(500);
-                    while let Some(got) = s
-                        .recv(deadline.saturating_duration_since(Instant::now()))
-                        .unwrap()
-                    {
-                        if got[12..] == frame[12..] && got[6..12] == lb_mac {
-                            back.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    port = port.wrapping_add(1).max(30_000);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
-        std::thread::sleep(Duration::from_millis(100));
-        stop.store(true, Ordering::Relaxed);
-        traffic.join().unwrap();
-        let (sent, back) = (sent.load(Ordering::Relaxed), back.load(Ordering::Relaxed));
+        let (sent, back) = frames_through(lb_mac, || {
+            daemon.child = Some(Daemon::start(
+                &daemon.instance,
+                &daemon.state_dir,
+                &daemon.log,
+            ));
+            wait_ready(&daemon);
+        });
         println!("frames sent while the daemon restarted: {sent}, came back rewritten: {back}");
         assert!(sent > 50, "too few frames to say anything: {sent}");
         assert_eq!(back, sent, "frames lost while the daemon restarted");
@@ -885,5 +897,153 @@ fn outer_sources_follow_address_and_route_changes() {
             "a restarted daemon kept a source resolved before it\n{}",
             daemon.logs()
         );
+    });
+}
+
+/// The kernel's id of the map pinned at `dir/name`.
+fn pinned_map_id(dir: &Path, name: &str) -> u32 {
+    use libbpf_rs::MapCore;
+    libbpf_rs::MapHandle::from_pinned_path(dir.join(name))
+        .unwrap()
+        .info()
+        .unwrap()
+        .info
+        .id
+}
+
+/// An upgrade whose maps are laid out differently (here: a stamp of
+/// another layout, a `backends` pin of another value size as an older
+/// build's, and a pin of a map this build does not have): the new daemon
+/// adopts none of it. It fills fresh maps while the old program forwards,
+/// moves the link over in place, replaces the pins; no frame is lost. The
+/// next restart adopts the new pins as usual.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
+    let instance = format!("t-layout-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let pass = PassProgram::load().unwrap();
+        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
+        sh("ethtool -K lt1 tx off >/dev/null");
+        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
+        let lb_mac = topo.iface_mac("lt0");
+
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
+        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+        assert_eq!(code, 201, "{body}");
+        let mac = probe_vip(&sock, lb_mac, 1001).expect("the frame came back rewritten");
+        let config = get("/v1/config");
+        let digest = get("/v1/vips/web/table")["digest"].clone();
+        let dir = daemon.pin_dir();
+        assert_eq!(pin::pins(&dir), pin::Pins::Current);
+        let (link_id, first_prog) = link_ids(&dir);
+        let old_vips = pinned_map_id(&dir, "vips");
+
+        // kill -9, then the pins as another build left them.
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        pin::write_layout(&dir, pin::LAYOUT ^ 1).unwrap();
+        let other = |name: &str, value_size: u32| {
+            let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+                ..Default::default()
+            };
+            let mut m = libbpf_rs::MapHandle::create(
+                libbpf_rs::MapType::Array,
+                Some("older"),
+                4,
+                value_size,
+                8,
+                &opts,
+            )
+            .unwrap();
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            m.pin(&path).unwrap();
+        };
+        other("backends", 12);
+        other("retired_map", 4);
+        assert_eq!(
+            pin::pins(&dir),
+            pin::Pins::Other {
+                stamp: Some(pin::LAYOUT ^ 1)
+            }
+        );
+        assert_eq!(
+            probe_vip(&sock, lb_mac, 1001),
+            Some(mac),
+            "the old program stopped forwarding on its own maps"
+        );
+
+        let (sent, back) = frames_through(lb_mac, || {
+            daemon.child = Some(Daemon::start(
+                &daemon.instance,
+                &daemon.state_dir,
+                &daemon.log,
+            ));
+            wait_ready(&daemon);
+        });
+        println!("frames sent while the daemon moved to fresh maps: {sent}, came back: {back}");
+        assert!(sent > 50, "too few frames to say anything: {sent}");
+        assert_eq!(back, sent, "frames lost while moving to fresh maps");
+        let logs = daemon.logs();
+        assert!(logs.contains("in another layout"), "{logs}");
+        assert!(logs.contains("moved to fresh maps"), "{logs}");
+
+        // Fresh maps, pinned in this build's layout; same link, new program.
+        assert_eq!(pin::pins(&dir), pin::Pins::Current);
+        assert_eq!(pin::read_layout(&dir), Some(pin::LAYOUT));
+        let new_vips = pinned_map_id(&dir, "vips");
+        assert_ne!(new_vips, old_vips, "the old maps were adopted");
+        assert!(!dir.join("retired_map").exists(), "a stale pin was left");
+        let backends = libbpf_rs::MapHandle::from_pinned_path(dir.join("backends")).unwrap();
+        use libbpf_rs::MapCore;
+        assert_eq!(
+            backends.value_size() as usize,
+            std::mem::size_of::<lethe::dataplane::types::lethe_backend>()
+        );
+        let (same_link, second_prog) = link_ids(&dir);
+        assert_eq!(same_link, link_id, "the move detached the program");
+        assert_ne!(second_prog, first_prog);
+        assert_eq!(
+            libbpf_rs::Program::fd_from_pinned_path(pin::prog_path(&dir))
+                .and_then(|fd| libbpf_rs::Program::id_from_fd(std::os::fd::AsFd::as_fd(&fd)))
+                .unwrap(),
+            second_prog,
+            "the pinned program is not the one running"
+        );
+        assert_eq!(get("/v1/config"), config);
+        assert_eq!(get("/v1/vips/web/table")["published_digest"], digest);
+        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
+
+        // The next restart adopts them: no second move.
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        assert_eq!(pinned_map_id(&dir, "vips"), new_vips, "moved again");
+        assert_eq!(daemon.logs().matches("moved to fresh maps").count(), 1);
+        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
     });
 }

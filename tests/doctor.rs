@@ -357,6 +357,17 @@ fn doctor_on_the_load_balancer_names_each_broken_setting() {
     std::fs::rename(&kept, &prog).unwrap();
     drop(other);
 
+    // Pins of another build's layout: a warning (forwarding goes on), with
+    // the serve command that moves the instance to fresh maps.
+    use lethe::dataplane::pin::{write_layout, LAYOUT};
+    write_layout(&dir, LAYOUT ^ 1).unwrap();
+    let (_, report) = doctor(&lab);
+    assert!(
+        report.contains("WARN") && report.contains("are in another layout"),
+        "{report}"
+    );
+    write_layout(&dir, LAYOUT).unwrap();
+
     // ... and the program is detached.
     lab.sh("lb", &format!("{BIN} down --instance {instance}"));
     let (code, report) = doctor(&lab);

@@ -563,3 +563,53 @@ fn adoption_keeps_what_a_crash_mid_apply_left_live() {
         tables_equal_the_plan(&dp, &plan);
     });
 }
+
+/// Pins in another layout (another build's stamp, or maps without one:
+/// pins from before stamps, or a crash before the stamp was written) are
+/// never adopted: loading refuses them and leaves them as they are.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs); run by scripts/test.sh"]
+fn pins_of_another_layout_are_refused_untouched() {
+    use lethe::dataplane::DataplaneError;
+    let pins = PinDir::new("layout");
+    let dir = &pins.0;
+    assert_eq!(pin::pins(dir), pin::Pins::Empty);
+    let dp = Dataplane::load_pinned(dir).unwrap();
+    dp.apply(&Plan::new(&fixture_config()).unwrap()).unwrap();
+    drop(dp);
+    assert_eq!(pin::read_layout(dir), Some(pin::LAYOUT));
+    assert_eq!(pin::pins(dir), pin::Pins::Current);
+    let tables = table_ids(dir);
+
+    for stamp in [Some(pin::LAYOUT ^ 1), None] {
+        match stamp {
+            Some(s) => pin::write_layout(dir, s).unwrap(),
+            None => std::fs::remove_file(pin::layout_path(dir)).unwrap(),
+        }
+        assert_eq!(pin::pins(dir), pin::Pins::Other { stamp });
+        match Dataplane::load_pinned(dir) {
+            Err(e @ DataplaneError::OtherLayout { .. }) => {
+                assert!(e.to_string().contains("another layout"), "{e}")
+            }
+            Err(e) => panic!("{e:#}"),
+            Ok(_) => panic!("pins of another layout ({stamp:?}) adopted"),
+        }
+        assert_eq!(pin::read_layout(dir), stamp, "the stamp was rewritten");
+        assert_eq!(table_ids(dir), tables, "the pinned tables changed");
+    }
+    // A stamp is not just any pin called `layout`.
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut hash =
+        MapHandle::create(libbpf_rs::MapType::Hash, Some("notstamp"), 4, 8, 1, &opts).unwrap();
+    hash.update(
+        &0u32.to_ne_bytes(),
+        &pin::LAYOUT.to_ne_bytes(),
+        MapFlags::ANY,
+    )
+    .unwrap();
+    hash.pin(pin::layout_path(dir)).unwrap();
+    assert_eq!(pin::pins(dir), pin::Pins::Other { stamp: None });
+}

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use std::os::fd::AsFd;
 
 use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
@@ -101,6 +101,13 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the maps pinned in {dir} are in another layout ({found}; this build's is {LAYOUT:016x}): \
+         they are not adopted (`lethe serve` moves an instance to fresh maps)",
+        found = stamp.map_or("no stamp".to_string(), |s| format!("{s:016x}")),
+        LAYOUT = pin::LAYOUT,
+    )]
+    OtherLayout { dir: String, stamp: Option<u64> },
     #[error("attaching XDP ({mode:?} mode) to ifindex {ifindex}")]
     Attach {
         ifindex: u32,
@@ -169,12 +176,29 @@ impl Dataplane {
     /// maps already pinned there are reused as they are — tables, counters
     /// and all — and what they hold is adopted, so applying the same
     /// configuration again writes nothing. The program is pinned as `prog`.
+    /// Pins in another layout (`pin::Pins::Other`) are refused, untouched:
+    /// see `take_over_pins`.
     pub fn load_pinned(dir: &Path) -> Result<Dataplane, DataplaneError> {
         std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Os {
             what: "creating the pin directory",
             source,
         })?;
+        let fresh = match pin::pins(dir) {
+            pin::Pins::Empty => true,
+            pin::Pins::Current => false,
+            pin::Pins::Other { stamp } => {
+                return Err(DataplaneError::OtherLayout {
+                    dir: dir.display().to_string(),
+                    stamp,
+                })
+            }
+        };
         let mut dp = Self::load_with(Some(dir))?;
+        if fresh {
+            // Last: a crash before it leaves maps without a stamp, which
+            // the next daemon replaces rather than adopts.
+            pin::write_layout(dir, pin::LAYOUT)?;
+        }
         let prog = pin::prog_path(dir);
         if prog.exists() {
             std::fs::remove_file(&prog).map_err(|source| DataplaneError::Os {
@@ -190,6 +214,44 @@ impl Dataplane {
         let adopted = apply::Installed::adopt(&dp.maps())?;
         *dp.installed() = adopted;
         Ok(dp)
+    }
+
+    /// Makes this data plane (loaded with `load`, maps of its own) the
+    /// instance's pinned one, in place of pins in another layout, once the
+    /// links run this program (`attach_pinned`): the stamp goes first, then
+    /// each map's pin is replaced, pins of maps this build does not have
+    /// are removed, the program is pinned, and this build's stamp goes
+    /// last. Until then the pins are another layout's, which the next
+    /// daemon replaces too. The old maps are freed with their last pin,
+    /// their program being on no link any more.
+    pub fn take_over_pins(&self, dir: &Path) -> Result<(), DataplaneError> {
+        pin::remove_pin(&pin::layout_path(dir))?;
+        let mut ours = Vec::new();
+        for map in self.skel.object().maps() {
+            let name = map.name().to_string_lossy().into_owned();
+            if name.contains('.') {
+                continue;
+            }
+            let path = dir.join(&name);
+            pin::remove_pin(&path)?;
+            let mut handle = libbpf_rs::MapHandle::try_from(&map)
+                .map_err(|e| DataplaneError::map("(each)", "dup", e))?;
+            handle
+                .pin(&path)
+                .map_err(|e| DataplaneError::map("(each)", "pin", e))?;
+            ours.push(name);
+        }
+        for stale in pin::map_pins(dir) {
+            if !ours.contains(&stale) {
+                pin::remove_pin(&dir.join(stale))?;
+            }
+        }
+        let prog = pin::prog_path(dir);
+        pin::remove_pin(&prog)?;
+        libbpf_rs::ProgramHandle::try_from(&self.skel.progs.lethe_xdp)
+            .and_then(|h| h.pin(&prog))
+            .map_err(DataplaneError::Load)?;
+        pin::write_layout(dir, pin::LAYOUT)
     }
 
     fn load_with(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {

@@ -1,12 +1,27 @@
 //! Where the data plane lives between daemons: a bpffs directory per
 //! instance (default /sys/fs/bpf/lethe/<instance>/) holding every map by
-//! name, the program (`prog`), and one link per interface (`link_<ifname>`).
+//! name, the program (`prog`), one link per interface (`link_<ifname>`),
+//! and the layout stamp (`layout`).
+//!
+//! The stamp says which layout the pinned maps are in (`LAYOUT`, a hash of
+//! the headers that define them, computed by build.rs). A daemon adopts
+//! pins only in its own layout. Pins in another (an upgrade that changed a
+//! record or a map, or pins from before stamps) are never read: the daemon
+//! fills fresh maps from the saved configuration while the old program
+//! keeps forwarding on the old ones, moves the links over in one step
+//! each, and only then replaces the pins (`Dataplane::take_over_pins`),
+//! stamp last. A crash anywhere in between leaves links that forward and
+//! pins without this build's stamp: the next daemon does it again.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
 use super::attach::detach_pinned;
 use super::DataplaneError;
+
+include!(concat!(env!("OUT_DIR"), "/layout.rs"));
 
 pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -21,6 +36,87 @@ pub fn link_path(dir: &Path, ifname: &str) -> PathBuf {
 
 pub fn prog_path(dir: &Path) -> PathBuf {
     dir.join("prog")
+}
+
+pub fn layout_path(dir: &Path) -> PathBuf {
+    dir.join("layout")
+}
+
+/// The pinned state of an instance, as the next daemon finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pins {
+    /// Nothing pinned: a first start (or after `lethe down`, or a reboot).
+    Empty,
+    /// Maps in this build's layout: adopted as they are.
+    Current,
+    /// Maps in another layout (`stamp`: theirs, None when unstamped), or
+    /// links without maps: never adopted; replaced after the links move.
+    Other { stamp: Option<u64> },
+}
+
+/// Which of `Pins` the directory holds.
+pub fn pins(dir: &Path) -> Pins {
+    let maps = !map_pins(dir).is_empty();
+    if !maps && links(dir).is_empty() {
+        return Pins::Empty;
+    }
+    match read_layout(dir) {
+        Some(LAYOUT) if maps => Pins::Current,
+        stamp => Pins::Other { stamp },
+    }
+}
+
+/// The pins that are neither links, the program nor the stamp: the maps,
+/// by name, sorted.
+pub fn map_pins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with("link_") && n != "prog" && n != "layout")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The pinned stamp; None when there is none or it is not one (another
+/// kind of map, another size).
+pub fn read_layout(dir: &Path) -> Option<u64> {
+    let map = MapHandle::from_pinned_path(layout_path(dir)).ok()?;
+    if map.map_type() != MapType::Array || map.key_size() != 4 || map.value_size() != 8 {
+        return None;
+    }
+    let value = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+    Some(u64::from_ne_bytes(value.try_into().ok()?))
+}
+
+/// Pins `stamp` as the directory's layout, replacing any stamp there: a
+/// one-entry array of its own, which no program reads.
+pub fn write_layout(dir: &Path, stamp: u64) -> Result<(), DataplaneError> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut map = MapHandle::create(MapType::Array, Some("lethe_layout"), 4, 8, 1, &opts)
+        .map_err(|e| DataplaneError::map("layout", "create", e))?;
+    map.update(&0u32.to_ne_bytes(), &stamp.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|e| DataplaneError::map("layout", "update", e))?;
+    remove_pin(&layout_path(dir))?;
+    map.pin(layout_path(dir))
+        .map_err(|e| DataplaneError::map("layout", "pin", e))
+}
+
+/// Removes one pin; gone already is fine.
+pub(super) fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataplaneError::Os {
+            what: "unpinning",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a bpffs is mounted at `path` (not under `ip netns exec`, which
