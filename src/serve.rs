@@ -162,6 +162,27 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
+    // The saved configuration is what the maps are made to hold: with none
+    // (a first start, or the wrong --state-dir), pinned VIPs that forward
+    // traffic now would all be removed. Not without the operator's say.
+    let store = Store::new(opts.state_dir.join(&opts.instance));
+    let saved = store.load()?;
+    if saved.is_none() {
+        let pinned = pin::pinned_vips(&dir).context("counting the pinned VIPs")?;
+        if pinned > 0 {
+            bail!(
+                "{} holds no saved configuration, but the maps pinned in {} hold {pinned} \
+                 VIPs that are being balanced: starting would remove them all. Start with \
+                 the --state-dir that holds instance {:?}'s configuration; or, to start \
+                 empty, `lethe down --instance {}` first (it stops balancing)",
+                store.path().display(),
+                dir.display(),
+                opts.instance,
+                opts.instance,
+            );
+        }
+    }
+
     // Pins in another layout (an upgrade that changed what a map holds):
     // never read. This program gets maps of its own, filled from the saved
     // configuration while the old program forwards on the old maps; the
@@ -202,8 +223,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     } else {
         Vec::new()
     };
-    let store = Store::new(opts.state_dir.join(&opts.instance));
-    let saved = store.load()?.unwrap_or_default();
+    let saved = saved.unwrap_or_default();
     let restored = saved.vips.len();
     let control = Arc::new(Controller::start(dp.clone(), Some(store), saved).await?);
     tracing::info!(vips = restored, pins = %dir.display(), "configuration restored");

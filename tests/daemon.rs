@@ -146,6 +146,22 @@ fn xdp_attached(dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// How a daemon expected to give up exited (within 20 s, or it is killed
+/// and the test fails).
+fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends one frame to the dsr VIP 10.100.0.1:80 from lt1's socket; the
 /// backend MAC it came back with.
 fn probe_vip(sock: &RawSocket, lb_mac: [u8; 6], sport: u16) -> Option<[u8; 6]> {
@@ -338,17 +354,7 @@ fn serve_curl_kill_restart_down() {
             &["lt0"],
             "127.0.0.1:9181",
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = second.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = second.kill();
-                panic!("a second daemon for the instance kept running");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exit_of(&mut second, "a second daemon for the instance");
         let said = std::fs::read_to_string(&second_log).unwrap_or_default();
         let _ = std::fs::remove_file(&second_log);
         assert!(!status.success(), "{said}");
@@ -1044,6 +1050,82 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         wait_ready(&daemon);
         assert_eq!(pinned_map_id(&dir, "vips"), new_vips, "moved again");
         assert_eq!(daemon.logs().matches("moved to fresh maps").count(), 1);
+        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
+    });
+}
+
+/// A daemon started without its saved configuration (the wrong
+/// --state-dir) while the pinned maps hold VIPs refuses to start: applying
+/// the empty configuration would remove every VIP being balanced. The
+/// links, maps and forwarding stay as they were; started with its state
+/// directory, it goes on.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
+    let instance = format!("t-nostate-{}", std::process::id());
+    let tmp = std::env::temp_dir();
+    let mut daemon = Daemon {
+        child: None,
+        state_dir: tmp.join(format!("lethe-state-{instance}")),
+        log: tmp.join(format!("lethe-log-{instance}")),
+        instance,
+    };
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let pass = PassProgram::load().unwrap();
+        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
+        sh("ethtool -K lt1 tx off >/dev/null");
+        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
+        let lb_mac = topo.iface_mac("lt0");
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}]});
+        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+        assert_eq!(code, 201, "{body}");
+        let mac = probe_vip(&sock, lb_mac, 1001).expect("the frame came back rewritten");
+        let dir = daemon.pin_dir();
+        let ids = link_ids(&dir);
+        let vips = pinned_map_id(&dir, "vips");
+        let mut child = daemon.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let elsewhere = daemon.state_dir.with_extension("elsewhere");
+        let log = daemon.log.with_extension("elsewhere");
+        let mut wrong = Daemon::start_on(
+            &daemon.instance,
+            &elsewhere,
+            &log,
+            &["lt0"],
+            "127.0.0.1:9180",
+        );
+        let status = exit_of(&mut wrong, "a daemon without its saved configuration");
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        assert!(!status.success(), "{said}");
+        assert!(said.contains("holds no saved configuration"), "{said}");
+        assert!(said.contains("hold 1 VIPs"), "{said}");
+        assert!(!elsewhere.exists(), "it wrote a state directory");
+        assert_eq!(link_ids(&dir), ids, "the link or its program changed");
+        assert_eq!(pinned_map_id(&dir, "vips"), vips);
+        assert_eq!(
+            probe_vip(&sock, lb_mac, 1001),
+            Some(mac),
+            "forwarding stopped"
+        );
+
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        assert_eq!(get("/v1/vips/web")["address"], "10.100.0.1");
         assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
     });
 }

@@ -81,6 +81,16 @@ pub fn map_pins(dir: &Path) -> Vec<String> {
     names
 }
 
+/// How many VIPs the pinned `vips` map holds (0 without one): a count of
+/// keys, which reads no record and so holds in any layout.
+pub fn pinned_vips(dir: &Path) -> Result<usize, DataplaneError> {
+    match MapHandle::from_pinned_path(dir.join("vips")) {
+        Ok(map) => Ok(map.keys().count()),
+        Err(_) if !dir.join("vips").exists() => Ok(0),
+        Err(e) => Err(DataplaneError::map("vips", "open", e)),
+    }
+}
+
 /// The pinned stamp; None when there is none or it is not one (another
 /// kind of map, another size).
 pub fn read_layout(dir: &Path) -> Option<u64> {
