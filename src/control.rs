@@ -146,9 +146,17 @@ impl Controller {
         store: Option<Store>,
         initial: Config,
     ) -> Result<Controller, ControlError> {
+        // Saved health: for VIPs whose tables the maps do not hold.
+        let saved_down = match store.as_ref().map(Store::load_down).transpose() {
+            Ok(list) => list.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "reading the saved health: every checked backend starts up");
+                Vec::new()
+            }
+        };
         let d = dp.clone();
         let config = initial.clone();
-        let book = blocking(move || adopt_health(&d, &config)).await?;
+        let book = blocking(move || adopt_health(&d, &config, &saved_down)).await?;
         let down = down_set(&book);
         let plan = Arc::new(
             Plan::default()
@@ -241,7 +249,7 @@ impl Controller {
                 return;
             }
             let h = book.entry(key).or_insert_with(BackendHealth::up);
-            let t = h.record(&result, spec.timing.rise, spec.timing.fall);
+            let t = h.record(spec.probe(), &result, spec.timing.rise, spec.timing.fall);
             let error = h.last_error.clone();
             // Counted under the book's lock: a resync that reads the book
             // and this count together sees this transition in the book.
@@ -304,6 +312,7 @@ impl Controller {
                 self.announce_fail_open(&current.plan, &plan);
                 current.plan = plan;
                 self.health_applied.fetch_max(seen, Ordering::SeqCst);
+                self.save_down(&down);
                 tracing::info!(
                     changes = seen,
                     apply_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -312,6 +321,19 @@ impl Controller {
             }
             Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "applying a health change"),
             Err(e) => tracing::error!(error = %e, "applying a health change"),
+        }
+    }
+
+    /// Saves the down backends (`Store::save_down`); a failure only warns:
+    /// the tables are right, only a restart onto fresh maps would miss it.
+    fn save_down(&self, down: &Down) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut list: Vec<(String, IpAddr)> = down.iter().cloned().collect();
+        list.sort();
+        if let Err(e) = store.save_down(&list) {
+            tracing::warn!(error = %error_chain(&e), "saving the down backends");
         }
     }
 
@@ -349,6 +371,20 @@ impl Controller {
                     failed_open: v.failed_open,
                 });
             }
+        }
+        // A VIP removed (or renamed) while failing open: its fail open ends
+        // too, or a reader would wait for that end forever.
+        for v in before
+            .vips
+            .iter()
+            .filter(|v| v.failed_open && after.vip_by_name(&v.vip.name).is_none())
+        {
+            tracing::info!(vip = %v.vip.name, "removed while failing open");
+            self.events.publish(Event::FailOpen {
+                time: crate::events::now(),
+                vip: v.vip.name.clone(),
+                failed_open: false,
+            });
         }
     }
 
@@ -570,7 +606,9 @@ fn down_set(book: &HealthBook) -> Down {
 
 /// Health as the kernel's tables left it: a checked backend of non-zero
 /// weight that holds no slot was down when the previous daemon stopped.
-fn adopt_health(dp: &Dataplane, config: &Config) -> HealthBook {
+/// For a VIP the maps hold no table of (fresh maps: a move to another
+/// layout, a reboot), the down backends saved last (`saved_down`).
+fn adopt_health(dp: &Dataplane, config: &Config, saved_down: &[(String, IpAddr)]) -> HealthBook {
     let mut book = HealthBook::new();
     for v in &config.vips {
         if v.health_check.timing().is_none() {
@@ -581,12 +619,15 @@ fn adopt_health(dp: &Dataplane, config: &Config) -> HealthBook {
             port: v.port,
             protocol: v.protocol,
         };
-        let Ok(Some(table)) = dp.published_table(&key) else {
-            continue;
+        let down: Box<dyn Fn(IpAddr) -> bool> = match dp.published_table(&key) {
+            Ok(Some(table)) => {
+                let present: std::collections::HashSet<IpAddr> = table.into_iter().collect();
+                Box::new(move |a| !present.contains(&a))
+            }
+            _ => Box::new(|a| saved_down.iter().any(|(n, b)| *n == v.name && *b == a)),
         };
-        let present: std::collections::HashSet<IpAddr> = table.into_iter().collect();
         for b in v.backends.iter().filter(|b| b.weight > 0) {
-            if !present.contains(&b.address) {
+            if down(b.address) {
                 book.insert(
                     (v.name.clone(), b.address),
                     BackendHealth::down("down before the daemon restarted"),

@@ -39,7 +39,14 @@ pub struct BackendHealth {
     pub checks_failed: u64,
     consecutive_ok: u32,
     consecutive_failed: u32,
+    /// The probe the consecutive counts are of (`CheckSpec::probe`): a
+    /// result of another (the check was changed) starts them again.
+    counted: Option<Probe>,
 }
+
+/// What a check probes: its target, and the HTTP request and expected
+/// status (None: a TCP connect).
+pub type Probe = (SocketAddr, Option<(String, Option<u16>)>);
 
 impl BackendHealth {
     /// Backends start up: a new backend takes traffic at once, and a
@@ -62,6 +69,7 @@ impl BackendHealth {
             checks_failed: 0,
             consecutive_ok: 0,
             consecutive_failed: 0,
+            counted: None,
         }
     }
 
@@ -70,11 +78,19 @@ impl BackendHealth {
     /// consecutive failures take an up backend down).
     pub fn record(
         &mut self,
+        probe: Probe,
         result: &Result<(), String>,
         rise: u32,
         fall: u32,
     ) -> Option<HealthState> {
         self.last_check = Some(SystemTime::now());
+        if self.counted.as_ref() != Some(&probe) {
+            // Another check: its rise or fall starts from its own results,
+            // not from those of the one it replaced. The state stays.
+            self.consecutive_ok = 0;
+            self.consecutive_failed = 0;
+            self.counted = Some(probe);
+        }
         match result {
             Ok(()) => {
                 self.checks_ok += 1;
@@ -111,6 +127,12 @@ pub struct CheckSpec {
     /// Some(path, expected status) for HTTP, None for TCP.
     pub http: Option<(String, Option<u16>)>,
     pub timing: CheckTiming,
+}
+
+impl CheckSpec {
+    pub fn probe(&self) -> Probe {
+        (self.target, self.http.clone())
+    }
 }
 
 /// Every check the configuration asks for, by (VIP, backend).
@@ -175,19 +197,19 @@ async fn probe_inner(spec: &CheckSpec) -> Result<(), String> {
         .map_err(|e| describe(&e))?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 4096 {
+    let status = loop {
+        if let Some(status) = final_status(&head)? {
+            break status;
+        }
+        if head.len() >= 4096 {
+            return Err("no HTTP status line in the first 4 KiB".into());
+        }
         let n = stream.read(&mut buf).await.map_err(|e| describe(&e))?;
         if n == 0 {
-            break;
+            return Err("no HTTP status line".into());
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status: u16 = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "no HTTP status line".to_string())?;
+    };
     let healthy = match expect {
         Some(want) => status == *want,
         None => (200..400).contains(&status),
@@ -196,6 +218,44 @@ async fn probe_inner(spec: &CheckSpec) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("HTTP status {status}"))
+    }
+}
+
+/// The status of the final response in `head`, the start of what the
+/// server sent: None while more bytes are needed. Interim (1xx) responses,
+/// status line and headers, are skipped. A status line is exactly
+/// `HTTP/1.<digit> <3 digits>` then a space or the line's end.
+fn final_status(head: &[u8]) -> Result<Option<u16>, String> {
+    let mut rest = head;
+    loop {
+        let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line = rest[..eol].strip_suffix(b"\r").unwrap_or(&rest[..eol]);
+        let status = match line {
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', v, b' ', a, b, c, tail @ ..]
+                if v.is_ascii_digit()
+                    && [a, b, c].iter().all(|d| d.is_ascii_digit())
+                    && matches!(tail.first(), None | Some(b' ')) =>
+            {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => {
+                let shown: String = String::from_utf8_lossy(&line[..line.len().min(40)])
+                    .chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect();
+                return Err(format!("not an HTTP status line: {shown:?}"));
+            }
+        };
+        if !(100..200).contains(&status) {
+            return Ok(Some(status));
+        }
+        // An interim response: its headers end with an empty line.
+        let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(None);
+        };
+        rest = &rest[end + 4..];
     }
 }
 
@@ -254,24 +314,69 @@ pub async fn supervise(control: Arc<Controller>, cancel: CancellationToken) {
 mod tests {
     use super::*;
 
+    fn tcp(port: u16) -> Probe {
+        (SocketAddr::from(([10, 0, 0, 1], port)), None)
+    }
+
     #[test]
     fn rise_and_fall_count_consecutive_results() {
         let mut h = BackendHealth::up();
         let fail = Err("connection refused".to_string());
-        assert_eq!(h.record(&fail, 2, 3), None);
-        assert_eq!(h.record(&fail, 2, 3), None);
-        assert_eq!(
-            h.record(&Ok(()), 2, 3),
-            None,
-            "a success resets the failures"
-        );
-        assert_eq!(h.record(&fail, 2, 3), None);
-        assert_eq!(h.record(&fail, 2, 3), None);
-        assert_eq!(h.record(&fail, 2, 3), Some(HealthState::Down));
+        let mut record = |r: &Result<(), String>| h.record(tcp(80), r, 2, 3);
+        assert_eq!(record(&fail), None);
+        assert_eq!(record(&fail), None);
+        assert_eq!(record(&Ok(())), None, "a success resets the failures");
+        assert_eq!(record(&fail), None);
+        assert_eq!(record(&fail), None);
+        assert_eq!(record(&fail), Some(HealthState::Down));
+        assert_eq!(record(&Ok(())), None);
+        assert_eq!(record(&Ok(())), Some(HealthState::Up));
         assert_eq!(h.last_error.as_deref(), Some("connection refused"));
-        assert_eq!(h.record(&Ok(()), 2, 3), None);
-        assert_eq!(h.record(&Ok(()), 2, 3), Some(HealthState::Up));
         assert_eq!((h.checks_ok, h.checks_failed), (3, 5));
+    }
+
+    #[test]
+    fn status_lines_are_read_strictly_and_interim_responses_skipped() {
+        let st = |s: &str| final_status(s.as_bytes());
+        assert_eq!(st("HTTP/1.1 200 OK\r\n"), Ok(Some(200)));
+        assert_eq!(st("HTTP/1.0 503\r\n"), Ok(Some(503)));
+        assert_eq!(st("HTTP/1.1 204\n"), Ok(Some(204)));
+        assert_eq!(st("HTTP/1.1 200 O"), Ok(None), "the line is not complete");
+        assert_eq!(st(""), Ok(None));
+        for bad in [
+            "HTTP/1.1x200 OK\r\n",
+            "HTTP/1.1 2000 OK\r\n",
+            "HTTP/1.x 200 OK\r\n",
+            "HTTP/2 200\r\n",
+            "SSH-2.0-OpenSSH_9.6\r\n",
+            "HTTP/1.1 20 OK\r\n",
+        ] {
+            assert!(st(bad).is_err(), "{bad:?} read as a status");
+        }
+        let early = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\n";
+        assert_eq!(st(early), Ok(Some(200)));
+        assert_eq!(
+            st("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Oops\r\n"),
+            Ok(Some(500))
+        );
+        assert_eq!(st("HTTP/1.1 100 Continue\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn a_changed_check_counts_rise_and_fall_from_its_own_results() {
+        let mut h = BackendHealth::up();
+        let fail = Err("connection refused".to_string());
+        assert_eq!(h.record(tcp(80), &fail, 2, 3), None);
+        assert_eq!(h.record(tcp(80), &fail, 2, 3), None);
+        // The check moves to another port: one failure of it is not three.
+        assert_eq!(h.record(tcp(8080), &fail, 2, 3), None);
+        assert_eq!(h.record(tcp(8080), &fail, 2, 3), None);
+        assert_eq!(h.record(tcp(8080), &fail, 2, 3), Some(HealthState::Down));
+        // Down, one success of the check, then an HTTP check: its own two.
+        assert_eq!(h.record(tcp(8080), &Ok(()), 2, 3), None);
+        let http = (tcp(8080).0, Some(("/healthz".to_string(), None)));
+        assert_eq!(h.record(http.clone(), &Ok(()), 2, 3), None);
+        assert_eq!(h.record(http, &Ok(()), 2, 3), Some(HealthState::Up));
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub struct Changes {
     pub addresses_or_routes: bool,
 }
 
-/// Whether a datagram of rtnetlink messages holds an address or route
-/// message (RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE).
+/// Whether a datagram of rtnetlink messages holds an address, route or
+/// link message (RTM_NEW/DEL ADDR, ROUTE, LINK). Links count: an IPv4
+/// route through a link that goes down stops being used with no route
+/// message at all, only the link's.
 pub fn names_addresses_or_routes(mut msgs: &[u8]) -> bool {
     const HDR: usize = 16; // struct nlmsghdr
     while msgs.len() >= HDR {
@@ -80,7 +82,12 @@ pub fn names_addresses_or_routes(mut msgs: &[u8]) -> bool {
         let kind = u16::from_ne_bytes(msgs[4..6].try_into().expect("2 bytes"));
         if matches!(
             kind,
-            libc::RTM_NEWADDR | libc::RTM_DELADDR | libc::RTM_NEWROUTE | libc::RTM_DELROUTE
+            libc::RTM_NEWADDR
+                | libc::RTM_DELADDR
+                | libc::RTM_NEWROUTE
+                | libc::RTM_DELROUTE
+                | libc::RTM_NEWLINK
+                | libc::RTM_DELLINK
         ) {
             return true;
         }
@@ -185,21 +192,23 @@ mod tests {
     }
 
     #[test]
-    fn address_and_route_messages_are_told_from_the_rest() {
+    fn address_route_and_link_messages_are_told_from_the_rest() {
         let neigh = msg(libc::RTM_NEWNEIGH, 13);
-        let link = msg(libc::RTM_NEWLINK, 40);
+        let rule = msg(libc::RTM_NEWRULE, 40);
         assert!(!names_addresses_or_routes(&neigh));
         assert!(!names_addresses_or_routes(
-            &[neigh.clone(), link.clone()].concat()
+            &[neigh.clone(), rule.clone()].concat()
         ));
         for kind in [
             libc::RTM_NEWADDR,
             libc::RTM_DELADDR,
             libc::RTM_NEWROUTE,
             libc::RTM_DELROUTE,
+            libc::RTM_NEWLINK,
+            libc::RTM_DELLINK,
         ] {
             // After other messages of odd lengths, too.
-            let all = [neigh.clone(), link.clone(), msg(kind, 7)].concat();
+            let all = [neigh.clone(), rule.clone(), msg(kind, 7)].concat();
             assert!(names_addresses_or_routes(&all), "{kind}");
         }
     }

@@ -31,6 +31,12 @@ pub struct Store {
     dir: PathBuf,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HealthEntry {
+    vip: String,
+    backend: std::net::IpAddr,
+}
+
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Store {
         Store { dir: dir.into() }
@@ -60,17 +66,64 @@ impl Store {
     }
 
     pub fn save(&self, config: &Config) -> Result<(), StoreError> {
+        let mut text = serde_json::to_vec_pretty(config).expect("configs serialise");
+        text.push(b'\n');
+        self.write("config.json", &text)
+    }
+
+    /// `health.json`: the checked backends that are down, (VIP name,
+    /// address). Written at every health transition; read at start only
+    /// when the pinned tables cannot say (fresh maps: a move to another
+    /// layout, or after a reboot), so that a restart does not send traffic
+    /// to backends that were down.
+    pub fn health_path(&self) -> PathBuf {
+        self.dir.join("health.json")
+    }
+
+    pub fn save_down(&self, down: &[(String, std::net::IpAddr)]) -> Result<(), StoreError> {
+        let list: Vec<HealthEntry> = down
+            .iter()
+            .map(|(vip, backend)| HealthEntry {
+                vip: vip.clone(),
+                backend: *backend,
+            })
+            .collect();
+        let mut text = serde_json::to_vec_pretty(&list).expect("entries serialise");
+        text.push(b'\n');
+        self.write("health.json", &text)
+    }
+
+    /// The down backends saved last; none when nothing was saved.
+    pub fn load_down(&self) -> Result<Vec<(String, std::net::IpAddr)>, StoreError> {
+        let path = self.health_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    what: "reading",
+                    path,
+                    source,
+                })
+            }
+        };
+        let list: Vec<HealthEntry> =
+            serde_json::from_str(&text).map_err(|source| StoreError::Corrupt { path, source })?;
+        Ok(list.into_iter().map(|e| (e.vip, e.backend)).collect())
+    }
+
+    /// Writes `name` in the state directory atomically: a temp file,
+    /// fsync, rename (the commit), fsync of the directory.
+    fn write(&self, name: &str, text: &[u8]) -> Result<(), StoreError> {
         let io = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { what, path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
-        let path = self.path();
-        let tmp = self.dir.join(".config.json.tmp");
-        let mut text = serde_json::to_vec_pretty(config).expect("configs serialise");
-        text.push(b'\n');
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&text).map_err(io("writing", &tmp))?;
+        f.write_all(text).map_err(io("writing", &tmp))?;
         f.sync_all().map_err(io("syncing", &tmp))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(io("renaming onto", &path))?;

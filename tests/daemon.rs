@@ -820,6 +820,11 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
 /// The outer source of every live, sourced backend record (the first ids;
 /// they are handed out lowest first).
 fn outer_sources(dir: &Path) -> Vec<std::net::IpAddr> {
+    outer_sources_of(dir, lethe::abi::FAMILY_INET6)
+}
+
+/// The outer sources of the backends of one family (in id order).
+fn outer_sources_of(dir: &Path, family: u8) -> Vec<std::net::IpAddr> {
     use libbpf_rs::{MapCore, MapFlags, MapHandle};
     let backends = MapHandle::from_pinned_path(dir.join("backends")).unwrap();
     let srcs = MapHandle::from_pinned_path(dir.join("backend_srcs")).unwrap();
@@ -827,15 +832,32 @@ fn outer_sources(dir: &Path) -> Vec<std::net::IpAddr> {
         .filter_map(|id| {
             let rec = backends.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
             // struct lethe_backend: addr[16], port, family, flags, vip_id.
-            if rec[18] != lethe::abi::FAMILY_INET6 || rec[19] & lethe::abi::BACKEND_F_SRC == 0 {
+            if rec[18] != family || rec[19] & lethe::abi::BACKEND_F_SRC == 0 {
                 return None;
             }
             let src = srcs.lookup(&id.to_ne_bytes(), MapFlags::ANY).ok()??;
-            Some(std::net::IpAddr::from(
-                <[u8; 16]>::try_from(&src[..16]).ok()?,
-            ))
+            Some(if family == lethe::abi::FAMILY_INET6 {
+                std::net::IpAddr::from(<[u8; 16]>::try_from(&src[..16]).ok()?)
+            } else {
+                std::net::IpAddr::from(<[u8; 4]>::try_from(&src[..4]).ok()?)
+            })
         })
         .collect()
+}
+
+/// Waits up to 5 s for the outer sources of `family` to be `want`.
+fn until_sources(d: &Daemon, family: u8, want: &[&str], why: &str) {
+    let want: Vec<std::net::IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while outer_sources_of(&d.pin_dir(), family) != want {
+        assert!(
+            Instant::now() < deadline,
+            "sources {:?}, not {want:?}, 5 s after {why}\n{}",
+            outer_sources_of(&d.pin_dir(), family),
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The daemon follows the host: an address and a route that change the
@@ -903,6 +925,38 @@ fn outer_sources_follow_address_and_route_changes() {
             "a restarted daemon kept a source resolved before it\n{}",
             daemon.logs()
         );
+
+        // A link that goes down takes its IPv4 routes out of use with no
+        // route message: the link's message alone must bring the source
+        // back to the route left (10.9.0.0/16 via lt0).
+        let vip = json!({"name": "t4", "address": "10.100.0.7", "port": 80, "protocol": "tcp",
+                         "mode": "ipip", "backends": [{"address": "10.9.0.77"}]});
+        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+        assert_eq!(code, 201, "{body}");
+        let v4 = lethe::abi::FAMILY_INET;
+        until_sources(&daemon, v4, &["10.1.0.1"], "the VIP was added");
+        // (No IPv6 on lt4 and its peer: their addresses would go with the
+        // link, and their
+        // messages would hide a missing link message.)
+        sh("sysctl -qw net.ipv6.conf.lt4.disable_ipv6=1 net.ipv6.conf.lt5.disable_ipv6=1");
+        sh("ip route add 10.9.0.77/32 via 10.3.0.254 dev lt4");
+        until_sources(&daemon, v4, &["10.3.0.1"], "a route through lt4");
+        // Quiet first: IPv6 duplicate address detection still running on
+        // the topology's links ends in address and route messages.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Command::new("ip")
+            .args(["-6", "addr", "show", "tentative"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "IPv6 addresses still tentative");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        sh("ip link set lt4 down");
+        until_sources(&daemon, v4, &["10.1.0.1"], "lt4 went down");
     });
 }
 

@@ -21,6 +21,7 @@ use lethe::events::Event;
 use lethe::flow_hash::FlowKey;
 use lethe::health::{self, HealthState};
 use lethe::model;
+use lethe::store::Store;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -287,8 +288,10 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
             let check = json!({"kind": "http", "path": "/healthz", "interval_ms": INTERVAL_MS,
                                "timeout_ms": TIMEOUT_MS, "rise": RISE, "fall": FALL});
             let dp = Arc::new(Dataplane::load().unwrap());
+            let state = std::env::temp_dir().join(format!("lethe-health-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&state);
             let control = Arc::new(
-                Controller::start(dp.clone(), None, config(check.clone()))
+                Controller::start(dp.clone(), Some(Store::new(&state)), config(check.clone()))
                     .await
                     .unwrap(),
             );
@@ -353,7 +356,7 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
                     .await;
             }
             assert_eq!(control.snapshot().await.plan.vips[0].down, vec![one]);
-            let restarted = Controller::start(dp, None, c).await.unwrap();
+            let restarted = Controller::start(dp, None, c.clone()).await.unwrap();
             let snap = restarted.snapshot().await;
             assert_eq!(
                 snap.plan.vips[0].down,
@@ -363,6 +366,20 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
             assert_eq!(
                 restarted.health()[&("web".to_string(), one)].state,
                 HealthState::Down
+            );
+
+            // A restart onto fresh maps (a move to another layout): no table
+            // to read, the saved health says who was down.
+            let fresh = Arc::new(Dataplane::load().unwrap());
+            let moved = Controller::start(fresh, Some(Store::new(&state)), c)
+                .await
+                .unwrap();
+            let down = moved.snapshot().await.plan.vips[0].down.clone();
+            std::fs::remove_dir_all(&state).unwrap();
+            assert_eq!(
+                down,
+                vec![one],
+                "a move to fresh maps put a down backend back"
             );
         })
     });
@@ -457,6 +474,30 @@ fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
                 .await
                 .unwrap();
             assert_eq!(published, Some(snap.plan.vips[0].table.digest()));
+
+            // Failing open again, then the VIP deleted: its fail open ends.
+            let mut only_b2 = full.clone();
+            only_b2.vips[0].backends.retain(|b| b.address == b2);
+            control
+                .change(Change::ReplaceConfig(only_b2), None)
+                .await
+                .unwrap();
+            // (Once its check has failed again, if the check's health was
+            // forgotten while it was off.)
+            until(Duration::from_secs(5), || async {
+                control.snapshot().await.plan.vips[0].failed_open
+            })
+            .await;
+            assert_eq!(fail_open_events(), vec![true]);
+            control
+                .change(Change::ReplaceConfig(Config::default()), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                fail_open_events(),
+                vec![false],
+                "a VIP deleted while failing open never stopped"
+            );
 
             cancel.cancel();
             checks.await.unwrap();
