@@ -3,7 +3,8 @@
 //! reports are printed as they are and make the command fail.
 
 use std::io::Read;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,62 @@ fn problem_text(status: u16, body: &str) -> String {
         ),
         _ => format!("{status}: {}", body.trim()),
     }
+}
+
+/// A path segment or query value, percent-encoded: only RFC 3986's
+/// unreserved characters and `:` (of IPv6 addresses) stay, so what a user
+/// typed names one object: `web?` is `web%3F`, not `web` and a query, and
+/// `web/backends/10.0.0.1` cannot reach a backend.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `/v1/vips/NAME`, NAME encoded.
+fn vip_path(name: &str) -> Result<String> {
+    // URL parsing drops dot segments, even encoded ones (`%2E%2E`), so
+    // these could only address another path; no VIP has such a name.
+    if matches!(name, "" | "." | "..") {
+        bail!(
+            "no VIP is named {name:?}: a name is 1-63 of [A-Za-z0-9._-], \
+             starting with a letter or digit"
+        );
+    }
+    Ok(format!("/v1/vips/{}", encode(name)))
+}
+
+/// `/v1/vips/NAME/backends/ADDRESS`.
+fn backend_path(vip: &str, address: IpAddr) -> Result<String> {
+    Ok(format!(
+        "{}/backends/{}",
+        vip_path(vip)?,
+        encode(&address.to_string())
+    ))
+}
+
+/// Why a request got no answer; a URL ureq cannot use is the user's
+/// mistake, not a daemon that is away.
+fn transport_error(method: &str, url: &str, e: &ureq::Error) -> anyhow::Error {
+    if is_bad_url(e) {
+        anyhow!("{method} {url}: {e} (--api takes an http:// URL, like http://127.0.0.1:9180)")
+    } else {
+        anyhow!("{method} {url}: {e} (is `lethe serve` running there?)")
+    }
+}
+
+/// Whether retrying cannot help: the URL itself is unusable.
+fn is_bad_url(e: &ureq::Error) -> bool {
+    matches!(
+        e.kind(),
+        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme
+    )
 }
 
 impl Client {
@@ -110,9 +167,7 @@ impl Client {
                 let text = resp.into_string().unwrap_or_default();
                 Err(anyhow!("{method} {path}: {}", problem_text(code, &text)))
             }
-            Err(e) => Err(anyhow!(
-                "{method} {url}: {e} (is `lethe serve` running there?)"
-            )),
+            Err(e) => Err(transport_error(method, &url, &e)),
         }
     }
 
@@ -192,25 +247,29 @@ pub fn vip_add(c: &Client, v: NewVip) -> Result<()> {
     };
     c.send("POST", "/v1/vips", Some(serde_json::to_value(&vip)?))?;
     println!(
-        "added VIP {} {}:{}/{} ({})",
-        vip.name, vip.address, vip.port, vip.protocol, vip.mode
+        "added VIP {} {}/{} ({})",
+        vip.name,
+        SocketAddr::new(vip.address, vip.port),
+        vip.protocol,
+        vip.mode
     );
     Ok(())
 }
 
 pub fn vip_del(c: &Client, name: &str) -> Result<()> {
-    c.send("DELETE", &format!("/v1/vips/{name}"), None)?;
+    c.send("DELETE", &vip_path(name)?, None)?;
     println!("deleted VIP {name}");
     Ok(())
 }
 
 pub fn backend_list(c: &Client, vip: &str, json: bool) -> Result<()> {
+    let path = format!("{}/backends", vip_path(vip)?);
     if json {
-        let bs: Value = c.get(&format!("/v1/vips/{vip}/backends"))?;
+        let bs: Value = c.get(&path)?;
         println!("{}", serde_json::to_string_pretty(&bs)?);
         return Ok(());
     }
-    let bs: Vec<BackendView> = c.get(&format!("/v1/vips/{vip}/backends"))?;
+    let bs: Vec<BackendView> = c.get(&path)?;
     let mut rows = vec![["ADDRESS", "PORT", "WEIGHT", "HEALTH", "SLOTS"]
         .map(String::from)
         .to_vec()];
@@ -241,7 +300,7 @@ pub fn backend_add(
     };
     c.send(
         "POST",
-        &format!("/v1/vips/{vip}/backends"),
+        &format!("{}/backends", vip_path(vip)?),
         Some(serde_json::to_value(&b)?),
     )?;
     println!("added backend {address} to {vip} (weight {weight})");
@@ -261,7 +320,7 @@ pub fn backend_set(
     let p = BackendPatch { weight, port };
     c.send(
         "PATCH",
-        &format!("/v1/vips/{vip}/backends/{address}"),
+        &backend_path(vip, address)?,
         Some(serde_json::to_value(&p)?),
     )?;
     println!("updated backend {address} of {vip}");
@@ -269,11 +328,7 @@ pub fn backend_set(
 }
 
 pub fn backend_del(c: &Client, vip: &str, address: IpAddr) -> Result<()> {
-    c.send(
-        "DELETE",
-        &format!("/v1/vips/{vip}/backends/{address}"),
-        None,
-    )?;
+    c.send("DELETE", &backend_path(vip, address)?, None)?;
     println!("deleted backend {address} of {vip}");
     Ok(())
 }
@@ -404,16 +459,16 @@ impl TailFilter {
     fn query(&self) -> String {
         let mut q = Vec::new();
         if let Some(v) = &self.vip {
-            q.push(format!("vip={v}"));
+            q.push(format!("vip={}", encode(v)));
         }
         if let Some(b) = &self.backend {
-            q.push(format!("backend={b}"));
+            q.push(format!("backend={}", encode(&b.to_string())));
         }
         if let Some(v) = &self.verdict {
-            q.push(format!("verdict={v}"));
+            q.push(format!("verdict={}", encode(v)));
         }
         if let Some(k) = &self.kind {
-            q.push(format!("kind={k}"));
+            q.push(format!("kind={}", encode(k)));
         }
         if q.is_empty() {
             String::new()
@@ -432,12 +487,9 @@ pub fn format_event(v: &Value) -> String {
     };
     match v["kind"].as_str().unwrap_or("") {
         "decision" => {
-            let dst = |a: &str, p: &str| {
-                if a.contains(':') {
-                    format!("[{a}]:{p}")
-                } else {
-                    format!("{a}:{p}")
-                }
+            let dst = |a: &str, p: &str| match (a.parse::<IpAddr>(), p.parse::<u16>()) {
+                (Ok(a), Ok(p)) => SocketAddr::new(a, p).to_string(),
+                _ => format!("{a}:{p}"),
             };
             format!(
                 "{} {} {} → {} ({}) ⇒ {} {} {} {}",
@@ -493,7 +545,9 @@ pub fn format_event(v: &Value) -> String {
 
 /// Follows the event stream, printing each event; reconnects whenever the
 /// daemon goes away, until interrupted. `max` stops after that many events.
-pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<u64>) -> Result<()> {
+/// A URL that cannot work, or a request the daemon refuses (4xx), ends it
+/// with an error instead.
+pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<NonZeroU64>) -> Result<()> {
     use std::io::BufRead;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(std::time::Duration::from_secs(3))
@@ -504,11 +558,15 @@ pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<u64>) -> Re
     let mut printed = 0u64;
     let mut backoff = std::time::Duration::from_millis(200);
     let mut connected_once = false;
+    let mut said_waiting = false;
     loop {
         match agent.get(&url).set("Accept", "text/event-stream").call() {
             Ok(resp) => {
                 if connected_once {
-                    eprintln!("reconnected to {base}");
+                    // The daemon keeps no backlog: a new stream starts now.
+                    eprintln!(
+                        "reconnected to {base}: events published while disconnected are not shown"
+                    );
                 }
                 connected_once = true;
                 backoff = std::time::Duration::from_millis(200);
@@ -525,7 +583,7 @@ pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<u64>) -> Re
                         println!("{}", format_event(&v));
                     }
                     printed += 1;
-                    if max.is_some_and(|m| printed >= m) {
+                    if max.is_some_and(|m| printed >= m.get()) {
                         return Ok(());
                     }
                 }
@@ -535,10 +593,11 @@ pub fn tail(base: &str, filter: &TailFilter, json: bool, max: Option<u64>) -> Re
                 let text = resp.into_string().unwrap_or_default();
                 bail!("GET /v1/events: {}", problem_text(code, &text));
             }
+            Err(e) if is_bad_url(&e) => return Err(transport_error("GET", &url, &e)),
             Err(e) => {
-                if !connected_once {
+                if !connected_once && !said_waiting {
                     eprintln!("waiting for {base}: {e}");
-                    connected_once = true;
+                    said_waiting = true;
                 }
             }
         }

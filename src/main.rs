@@ -4,6 +4,7 @@
 //! `doctor`, which checks a load balancer or backend host.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -151,8 +152,9 @@ enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
-        /// Stop after this many events.
-        #[arg(long)]
+        /// Stop after this many events (1 or more; without it, follow until
+        /// interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         #[command(flatten)]
         api: ApiArgs,
@@ -376,10 +378,9 @@ fn show_plan(plan: &Plan) {
     for v in &plan.vips {
         let c = &v.vip;
         println!(
-            "\n{} {}:{}/{} mode {}{} table {} slots",
+            "\n{} {}/{} mode {}{} table {} slots",
             c.name,
-            c.address,
-            c.port,
+            SocketAddr::new(c.address, c.port),
             c.protocol,
             c.mode,
             if c.sticky { " sticky" } else { "" },
@@ -414,15 +415,12 @@ fn trace_offline(plan: &Plan, key: &FlowKey) -> Result<()> {
         Ok(p) => {
             let v = &plan.vips[p.vip].vip;
             println!(
-                "{} {}:{} -> {}:{} matches VIP {} ({}:{}/{}, mode {})",
+                "{} {} -> {} matches VIP {} ({}/{}, mode {})",
                 Protocol::from_number(key.proto).map_or("?".into(), |p| p.to_string()),
-                key.src,
-                key.sport,
-                key.dst,
-                key.dport,
+                SocketAddr::new(key.src, key.sport),
+                SocketAddr::new(key.dst, key.dport),
                 v.name,
-                v.address,
-                v.port,
+                SocketAddr::new(v.address, v.port),
                 v.protocol,
                 v.mode
             );
@@ -702,7 +700,8 @@ fn dispatch(command: Command) -> Result<()> {
                 kind,
             },
             json,
-            count,
+            // --count is at least 1 (its value parser).
+            count.and_then(NonZeroU64::new),
         ),
         Command::Trace {
             src,

@@ -1,7 +1,7 @@
 //! The shapes the API answers with, beyond the configuration itself.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -209,13 +209,11 @@ pub fn trace_view(r: &TraceReport) -> TraceView {
     let f = &r.flow;
     TraceView {
         flow: format!(
-            "{} {}:{} -> {}:{}",
+            "{} {} -> {}",
             crate::config::Protocol::from_number(f.proto)
                 .map_or("?".to_string(), |p| p.to_string()),
-            f.src,
-            f.sport,
-            f.dst,
-            f.dport
+            SocketAddr::new(f.src, f.sport),
+            SocketAddr::new(f.dst, f.dport)
         ),
         model,
         kernel,
