@@ -40,7 +40,10 @@ static __always_inline int nat_rewrite(void *data, void *data_end, const struct 
 	} else {
 		l4csum = &((struct udphdr *)l4)->check;
 	}
-	fix_l4 = !(p->proto == IPPROTO_UDP && p->family == LETHE_AF_INET && *l4csum == 0);
+	/* UDP checksum 0: none. IPv6 forbids it but for tunnels (RFC 6935,
+	 * 6936), whose receivers accept it: it stays 0, where an update would
+	 * turn it into a wrong sum those receivers drop. */
+	fix_l4 = !(p->proto == IPPROTO_UDP && *l4csum == 0);
 
 	if (p->family == LETHE_AF_INET) {
 		struct iphdr *iph = data + l3_off;
@@ -73,7 +76,8 @@ static __always_inline int nat_rewrite(void *data, void *data_end, const struct 
 			__builtin_memcpy(old, &ip6h->saddr, 16);
 			__builtin_memcpy(&ip6h->saddr, new, 16);
 		}
-		*l4csum = csum_replace(*l4csum, (__u16 *)old, (__u16 *)new, 8);
+		if (fix_l4)
+			*l4csum = csum_replace(*l4csum, (__u16 *)old, (__u16 *)new, 8);
 	}
 
 	if (port) {
@@ -92,12 +96,13 @@ static __always_inline int nat_rewrite(void *data, void *data_end, const struct 
 }
 
 /* Updates an inner TCP/UDP checksum for changed words and returns the new
- * value (UDP: 0 stays 0 over IPv4, a result of 0 is sent as 0xffff). */
-static __always_inline __u16 inner_l4_csum(__u16 check, int udp, int v4, const __u16 *from,
+ * value (UDP: 0 stays 0, as in nat_rewrite; a result of 0 is sent as
+ * 0xffff). */
+static __always_inline __u16 inner_l4_csum(__u16 check, int udp, const __u16 *from,
 					   const __u16 *to, int words, __be16 old_port,
 					   __be16 new_port)
 {
-	if (udp && v4 && check == 0)
+	if (udp && check == 0)
 		return 0;
 	check = csum_replace(check, from, to, words);
 	if (old_port != new_port)
@@ -189,7 +194,7 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 		if (l4csum) {
 			__u16 before = *l4csum;
 
-			*l4csum = inner_l4_csum(before, udp, 1, (__u16 *)&old, (__u16 *)&new, 2,
+			*l4csum = inner_l4_csum(before, udp, (__u16 *)&old, (__u16 *)&new, 2,
 						old_port, port);
 			*icsum = csum_replace16(*icsum, before, *l4csum);
 		}
@@ -238,7 +243,7 @@ static __always_inline int nat_icmp_rewrite(void *data, void *data_end, const st
 		if (l4csum) {
 			__u16 before = *l4csum;
 
-			*l4csum = inner_l4_csum(before, udp, 0, (__u16 *)old, (__u16 *)new, 8, old_port,
+			*l4csum = inner_l4_csum(before, udp, (__u16 *)old, (__u16 *)new, 8, old_port,
 						port);
 			*icsum = csum_replace16(*icsum, before, *l4csum);
 		}

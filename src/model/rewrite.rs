@@ -197,7 +197,8 @@ pub fn nat(frame: &[u8], p: &Packet, side: Side, addr: IpAddr, port: u16) -> Vec
     let udp = p.proto == IPPROTO_UDP;
     let at = l4 + if udp { 6 } else { 16 };
     let mut l4c = u16::from_ne_bytes([f[at], f[at + 1]]);
-    let fix_l4 = !(udp && p.dst.is_ipv4() && l4c == 0);
+    // UDP checksum 0: none; it stays 0 over IPv6 too (tunnels, RFC 6935).
+    let fix_l4 = !(udp && l4c == 0);
     let (field, ip_check) = match (p.dst.is_ipv4(), side) {
         (true, Side::Dst) => (l3 + 16..l3 + 20, Some(l3 + 10)),
         (true, Side::Src) => (l3 + 12..l3 + 16, Some(l3 + 10)),
@@ -244,17 +245,15 @@ pub fn with_macs(mut frame: Vec<u8>, hop: &Nexthop) -> Vec<u8> {
 }
 
 /// `inner_l4_csum` of bpf/nat.h.
-#[allow(clippy::too_many_arguments)]
 fn inner_l4_csum(
     check: u16,
     udp: bool,
-    v4: bool,
     from: &[u16],
     to: &[u16],
     old_port: u16,
     new_port: u16,
 ) -> u16 {
-    if udp && v4 && check == 0 {
+    if udp && check == 0 {
         return 0;
     }
     let mut c = checksum::replace(check, from, to);
@@ -351,7 +350,7 @@ pub fn nat_icmp(frame: &[u8], p: &Packet, side: Side, addr: IpAddr, port: u16) -
     };
     if let Some(at) = l4csum {
         let was = get16(&f, at);
-        let now = inner_l4_csum(was, udp, v4, &old_inner, &neww, old_port, new_port);
+        let now = inner_l4_csum(was, udp, &old_inner, &neww, old_port, new_port);
         put16(&mut f, at, now);
         let x = checksum::replace(get16(&f, ic), &[was], &[now]);
         put16(&mut f, ic, x);
