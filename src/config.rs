@@ -290,6 +290,11 @@ fn check_address(what: &'static str, a: &IpAddr) -> Result<(), ConfigError> {
         _ if a.is_unspecified() => "it is unspecified",
         _ if a.is_multicast() => "it is multicast",
         IpAddr::V4(v4) if v4.is_broadcast() => "it is broadcast",
+        // fe80::/10 names no interface by itself: connects and route
+        // lookups need a scope the configuration has no place for.
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
+            "it is link-local (it needs an interface scope)"
+        }
         _ => return Ok(()),
     };
     Err(ConfigError::BadAddress {
@@ -657,6 +662,10 @@ mod tests {
         assert!(matches!(
             invalid(|c| c.vips[0].backends[0].address = "ff02::1".parse().unwrap()),
             ConfigError::BadAddress { .. }
+        ));
+        assert!(matches!(
+            invalid(|c| c.vips[0].backends[0].address = "fe80::1".parse().unwrap()),
+            ConfigError::BadAddress { why, .. } if why.contains("link-local")
         ));
         assert!(matches!(
             invalid(|c| c.vips[0].backends[1].address = c.vips[0].backends[0].address),
