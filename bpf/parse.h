@@ -94,9 +94,15 @@ static __always_inline enum lethe_reason parse_l4(void *data, void *l4, void *da
  * IP header and at least 8 bytes of it), which the error is about: a packet
  * a backend sent as the VIP to a client. The flow it belongs to is that
  * packet inverted: client -> VIP.
+ *
+ * An error goes to the sender of the packet it quotes: its destination
+ * (dst4, or dst6 over IPv6) must be the quoted source — the VIP, or on
+ * the nat return path the client. One addressed elsewhere (this host,
+ * say) is not the flow's and is passed, as icmp_inner.
  */
 static __always_inline enum lethe_reason parse_icmp_inner(void *data, void *data_end,
-							  struct packet *p, void *inner)
+							  struct packet *p, void *inner,
+							  __be32 dst4, const struct in6_addr *dst6)
 {
 	struct udphdr *ports;
 
@@ -106,6 +112,8 @@ static __always_inline enum lethe_reason parse_icmp_inner(void *data, void *data
 		if ((void *)(ii + 1) > data_end)
 			return LETHE_R_ICMP_INNER;
 		if (ii->version != 4 || ii->ihl != 5 || (ii->frag_off & bpf_htons(IP_OFFSET)))
+			return LETHE_R_ICMP_INNER;
+		if (ii->saddr != dst4)
 			return LETHE_R_ICMP_INNER;
 		if (ii->protocol != IPPROTO_TCP && ii->protocol != IPPROTO_UDP)
 			return LETHE_R_ICMP_INNER;
@@ -121,6 +129,11 @@ static __always_inline enum lethe_reason parse_icmp_inner(void *data, void *data
 		if ((void *)(ii + 1) > data_end)
 			return LETHE_R_ICMP_INNER;
 		if (ii->version != 6)
+			return LETHE_R_ICMP_INNER;
+		if ((ii->saddr.in6_u.u6_addr32[0] ^ dst6->in6_u.u6_addr32[0]) |
+		    (ii->saddr.in6_u.u6_addr32[1] ^ dst6->in6_u.u6_addr32[1]) |
+		    (ii->saddr.in6_u.u6_addr32[2] ^ dst6->in6_u.u6_addr32[2]) |
+		    (ii->saddr.in6_u.u6_addr32[3] ^ dst6->in6_u.u6_addr32[3]))
 			return LETHE_R_ICMP_INNER;
 		if (ii->nexthdr != IPPROTO_TCP && ii->nexthdr != IPPROTO_UDP)
 			return LETHE_R_ICMP_INNER;
@@ -141,7 +154,8 @@ static __always_inline enum lethe_reason parse_icmp_inner(void *data, void *data
 /* An ICMP or ICMPv6 packet: a destination-unreachable (or packet-too-big)
  * error is routed like the flow it is about; anything else is passed. */
 static __always_inline enum lethe_reason parse_icmp(void *data, void *data_end, struct packet *p,
-						    void *icmp, __u32 l4_len)
+						    void *icmp, __u32 l4_len, __be32 dst4,
+						    const struct in6_addr *dst6)
 {
 	__u32 inner_hlen = p->family == LETHE_AF_INET ? IPV4_HLEN : IPV6_HLEN;
 	__u8 *type = icmp;
@@ -154,7 +168,7 @@ static __always_inline enum lethe_reason parse_icmp(void *data, void *data_end, 
 	if (l4_len < ICMP_HLEN + inner_hlen + UDP_HLEN)
 		return LETHE_R_ICMP_INNER;
 	p->l4_off = icmp - data;
-	return parse_icmp_inner(data, data_end, p, icmp + ICMP_HLEN);
+	return parse_icmp_inner(data, data_end, p, icmp + ICMP_HLEN, dst4, dst6);
 }
 
 /* Why ipv4_unusual() refused an IPv4 header: its rules in order, the
@@ -224,7 +238,7 @@ static __always_inline enum lethe_reason parse_ipv4(void *data, void *data_end,
 	p->df = !!(frag_off & bpf_htons(IP_DF));
 	p->l3_len = tot_len;
 	if (proto == IPPROTO_ICMP)
-		return parse_icmp(data, data_end, p, iph + 1, tot_len - IPV4_HLEN);
+		return parse_icmp(data, data_end, p, iph + 1, tot_len - IPV4_HLEN, daddr, 0);
 	p->src[0] = saddr;
 	p->dst[0] = daddr;
 	return parse_l4(data, iph + 1, data_end, tot_len - IPV4_HLEN, p);
@@ -260,7 +274,7 @@ static __always_inline enum lethe_reason parse_ipv6(void *data, void *data_end,
 	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
 	p->l3_len = IPV6_HLEN + payload_len;
 	if (ip6h->nexthdr == IPPROTO_ICMPV6)
-		return parse_icmp(data, data_end, p, ip6h + 1, payload_len);
+		return parse_icmp(data, data_end, p, ip6h + 1, payload_len, 0, &ip6h->daddr);
 	__builtin_memcpy(p->src, &ip6h->saddr, 16);
 	__builtin_memcpy(p->dst, &ip6h->daddr, 16);
 	return parse_l4(data, ip6h + 1, data_end, payload_len, p);

@@ -1093,6 +1093,32 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             Action::Tx,
             env.gue(&client_flow("fd00:100::30", 443), &e_gue6),
         ),
+        // An error goes to the sender of what it quotes: one addressed
+        // elsewhere (here this host) is not the flow's.
+        left(
+            "ICMP error to this host quoting a dsr VIP's packet: passed",
+            err(router4, "10.1.0.1", &quote(&reply("10.100.0.1", 80), 28)),
+            Reason::IcmpInner,
+        ),
+        left(
+            "ICMPv6 error to this host quoting a VIP's packet: passed",
+            err(router6, "fd00:1::1", &quote(&reply("fd00:100::1", 80), 48)),
+            Reason::IcmpInner,
+        ),
+        // A nat backend's error about a client's packet, sent to another
+        // host than that client.
+        left(
+            "nat backend's ICMP error to another host than the client: passed",
+            err(
+                "10.1.0.13",
+                "198.51.100.99",
+                &quote(
+                    &Flow::udp("198.51.100.7", 5300, "10.1.0.13", 5353).payload(20),
+                    28,
+                ),
+            ),
+            Reason::IcmpInner,
+        ),
     ]);
     // nat: the error must reach the backend about the packet the backend
     // really sent (its own address and port), every checksum matching.

@@ -233,6 +233,10 @@ fn parse_icmp(f: &[u8], l3: &L3, icmp: usize) -> Result<Packet, Reason> {
         };
         (f[ii + 6], a(ii + 8), a(ii + 24))
     };
+    // Addressed to the sender of the quoted packet (parse_icmp_inner).
+    if src != l3.dst {
+        return Err(Reason::IcmpInner);
+    }
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Err(Reason::IcmpInner);
     }
