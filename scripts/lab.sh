@@ -105,6 +105,11 @@ topology() {
         ip -n "$(ns "$lb")" -6 addr add "fd00:1$((i - 1))::2/64" dev l-r nodad
         ip -n "$(ns "$lb")" route add default via "10.0.1$((i - 1)).1"
         ip -n "$(ns "$lb")" -6 route add default via "fd00:1$((i - 1))::1"
+        # What Lethe passes to the kernel for a VIP (fragments, pings, other
+        # protocols) must end here, not go back to the router, which routes
+        # the VIPs here: a loop until the TTL runs out (`lethe doctor`).
+        ip -n "$(ns "$lb")" route add blackhole 10.100.0.0/24
+        ip -n "$(ns "$lb")" -6 route add blackhole fd00:100::/64
         link "$lb" l-b sw "sw-$lb" 1600
         ip -n "$(ns sw)" link set "sw-$lb" master br0
         ip -n "$(ns "$lb")" addr add "10.1.0.$i/24" dev l-b

@@ -540,6 +540,63 @@ impl Lb<'_> {
         true
     }
 
+    /// What the kernel does with packets to a VIP that the program passes
+    /// (fragments, pings, other protocols, an unresolved next hop): VIPs
+    /// are routed to this host, and if the host routes them back out of
+    /// an attached interface, each such packet loops between it and the
+    /// router until its TTL runs out.
+    fn vip_routes(&mut self, attached: &[Attached], config: &Config) {
+        let mut addrs: Vec<IpAddr> = config.vips.iter().map(|v| v.address).collect();
+        addrs.sort();
+        addrs.dedup();
+        let mut looping = Vec::new();
+        for a in &addrs {
+            // No route, blackhole, unreachable, prohibit: `ip route get`
+            // fails, and the kernel drops them. Local: delivered here.
+            let Ok(route) = host::route_get(*a) else {
+                continue;
+            };
+            let kind = route.kind.as_deref().unwrap_or("unicast");
+            if kind == "unicast" && attached.iter().any(|p| p.name == route.dev) {
+                looping.push((*a, route.dev));
+            }
+        }
+        if looping.is_empty() {
+            if !addrs.is_empty() {
+                self.report.ok(
+                    "vip-route",
+                    format!(
+                        "packets passed to the kernel for the {} VIP addresses stay on this host",
+                        addrs.len()
+                    ),
+                );
+            }
+            return;
+        }
+        let fix: Vec<String> = looping
+            .iter()
+            .map(|(a, _)| match a {
+                IpAddr::V4(_) => format!("ip route add blackhole {a}/32"),
+                IpAddr::V6(_) => format!("ip -6 route add blackhole {a}/128"),
+            })
+            .collect();
+        let list: Vec<String> = looping
+            .iter()
+            .map(|(a, d)| format!("{a} (out of {d})"))
+            .collect();
+        self.report.warn(
+            "vip-route",
+            format!(
+                "VIP addresses routed back out of an attached interface: {}. What Lethe passes \
+                 to the kernel for them (fragments, pings, other protocols) goes back to the \
+                 router, which sends it here again, until its TTL runs out; blackhole them \
+                 (or put them on lo)",
+                list.join(", ")
+            ),
+            Some(fix.join(" && ")),
+        );
+    }
+
     fn forwarding(&mut self, attached: &[Attached], config: &Config) {
         let families = backend_families(config);
         if families.0 {
@@ -1119,6 +1176,7 @@ pub fn diagnose_lb(opts: &LbOptions) -> Report {
     };
     if let Some((config, _)) = &config {
         lb.forwarding(&ports, config);
+        lb.vip_routes(&ports, config);
     }
     lb.offloads(&links, &ports, &peers);
     if let Some((config, _)) = &config {

@@ -247,6 +247,35 @@ fn doctor_on_the_load_balancer_names_each_broken_setting() {
     }
     assert!(report.contains("is ready; 8 VIPs"), "{report}");
     assert!(report.contains("needs 1548"), "{report}");
+    assert!(
+        report.contains("for the 8 VIP addresses stay on this host"),
+        "{report}"
+    );
+
+    // The VIPs routed back to the router (lab.sh blackholes them): what
+    // the program passes would loop. A warning, and its fix works.
+    lab.sh("lb", "ip route del blackhole 10.100.0.0/24");
+    let (code, report) = doctor(&lab);
+    assert_eq!(code, 0, "a warning, not a problem:\n{report}");
+    let lines: Vec<&str> = report.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("WARN") && l.contains("routed back out of an attached"))
+        .unwrap_or_else(|| panic!("no loop warning:\n{report}"));
+    assert!(lines[at].contains("10.100.0.1 (out of l-r)"), "{report}");
+    assert!(!lines[at].contains("fd00:100::"), "{report}");
+    let fix = lines[at + 1]
+        .trim_start()
+        .strip_prefix("fix: ")
+        .unwrap_or_else(|| panic!("no fix under the warning:\n{report}"));
+    assert!(
+        fix.contains("ip route add blackhole 10.100.0.1/32"),
+        "{fix}"
+    );
+    lab.sh("lb", fix.split("   (").next().unwrap().trim());
+    let (code, report) = doctor(&lab);
+    healthy(code, &report);
+    assert!(!report.contains("routed back out"), "{report}");
 
     // tx checksum offload on the attached veth.
     lab.sh("lb", "ethtool -K l-b tx on");
