@@ -132,7 +132,7 @@ fn boot_to_wall(boot_ns: u64) -> SystemTime {
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Event>>,
     /// Events readers lost by falling behind, over all readers.
-    pub lost: AtomicU64,
+    pub lost: Arc<AtomicU64>,
     pub published: AtomicU64,
 }
 
@@ -140,8 +140,47 @@ impl Default for EventHub {
     fn default() -> Self {
         EventHub {
             tx: broadcast::channel(CHANNEL_CAPACITY).0,
-            lost: AtomicU64::new(0),
+            lost: Arc::new(AtomicU64::new(0)),
             published: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One reader of the events (an SSE client). What it loses by falling
+/// behind is counted in the hub's `lost` when it learns of it (a `Lost`
+/// event in its stream), and, for a reader that stalled and then went
+/// away without reading on, when it is dropped: the channel only tells a
+/// reader of its losses on its next read, which such a reader never makes.
+pub struct Reader {
+    rx: broadcast::Receiver<Arc<Event>>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Reader {
+    /// The next event, or a `Lost` notice of how many went by unread;
+    /// None once the hub is gone.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        match self.rx.recv().await {
+            Ok(e) => Some(e),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.lost.fetch_add(n, Ordering::Relaxed);
+                Some(Arc::new(Event::Lost {
+                    time: now(),
+                    count: n,
+                }))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Beyond the channel's capacity, what it had yet to read was
+        // overwritten: lost, not merely unread.
+        let gone = self.rx.len().saturating_sub(CHANNEL_CAPACITY) as u64;
+        if gone > 0 {
+            self.lost.fetch_add(gone, Ordering::Relaxed);
         }
     }
 }
@@ -155,6 +194,14 @@ impl EventHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// A reader whose losses are counted (see `Reader`).
+    pub fn reader(&self) -> Reader {
+        Reader {
+            rx: self.tx.subscribe(),
+            lost: self.lost.clone(),
+        }
     }
 
     pub fn readers(&self) -> usize {
@@ -219,4 +266,55 @@ pub fn spawn_decision_reader(
                 tracing::error!(error = %crate::control::error_chain(&e), "decision event reader stopped");
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(hub: &EventHub, n: usize) {
+        for _ in 0..n {
+            hub.publish(Event::FailOpen {
+                time: now(),
+                vip: "web".into(),
+                failed_open: true,
+            });
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stalls_and_goes_away_has_its_losses_counted() {
+        let hub = EventHub::default();
+        let stalled = hub.reader();
+        publish(&hub, CHANNEL_CAPACITY + 100);
+        assert_eq!(hub.lost.load(Ordering::Relaxed), 0, "not known yet");
+        drop(stalled);
+        assert_eq!(hub.lost.load(Ordering::Relaxed), 100);
+
+        // One that is only behind, within the capacity, lost nothing.
+        let behind = hub.reader();
+        publish(&hub, 10);
+        drop(behind);
+        assert_eq!(hub.lost.load(Ordering::Relaxed), 100);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_reads_on_is_told_and_counted_once() {
+        let hub = EventHub::default();
+        let mut r = hub.reader();
+        publish(&hub, CHANNEL_CAPACITY + 7);
+        match r.next().await.as_deref() {
+            Some(Event::Lost { count, .. }) => assert_eq!(*count, 7),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(hub.lost.load(Ordering::Relaxed), 7);
+        for _ in 0..CHANNEL_CAPACITY {
+            assert!(matches!(
+                r.next().await.as_deref(),
+                Some(Event::FailOpen { .. })
+            ));
+        }
+        drop(r);
+        assert_eq!(hub.lost.load(Ordering::Relaxed), 7, "counted twice");
+    }
 }

@@ -19,8 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, OpenApi};
@@ -453,27 +451,22 @@ async fn events(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     q.check()?;
-    let control = s.control.clone();
-    let stream = BroadcastStream::new(s.control.events.subscribe()).filter_map(move |item| {
-        let event = match item {
-            Ok(e) if q.wants(&e) => e.clone(),
-            Ok(_) => return None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                control
-                    .events
-                    .lost
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                Arc::new(Event::Lost {
-                    time: crate::events::now(),
-                    count: n,
-                })
-            }
-        };
-        Some(Ok(SseEvent::default()
-            .event(event.kind())
-            .json_data(&*event)
-            .unwrap_or_default()))
-    });
+    let reader = s.control.events.reader();
+    let stream =
+        futures_util::stream::unfold(
+            reader,
+            |mut r| async move { r.next().await.map(|e| (e, r)) },
+        )
+        .filter_map(move |event| {
+            q.wants(&event).then(|| {
+                Ok::<_, Infallible>(
+                    SseEvent::default()
+                        .event(event.kind())
+                        .json_data(&*event)
+                        .unwrap_or_default(),
+                )
+            })
+        });
     let stream = futures_util::StreamExt::take_until(stream, s.shutdown.cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
