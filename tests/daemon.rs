@@ -37,6 +37,19 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Not started yet: an instance, state directory and log unique to
+    /// this run, removed when it is dropped.
+    fn named(prefix: &str) -> Daemon {
+        let instance = format!("{prefix}-{}", std::process::id());
+        let tmp = std::env::temp_dir();
+        Daemon {
+            child: None,
+            state_dir: tmp.join(format!("lethe-state-{instance}")),
+            log: tmp.join(format!("lethe-log-{instance}")),
+            instance,
+        }
+    }
+
     fn start(instance: &str, state_dir: &Path, log: &Path) -> Child {
         Self::start_on(instance, state_dir, log, &["lt0"], "127.0.0.1:9180")
     }
@@ -146,6 +159,33 @@ fn xdp_attached(dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// The fixture topology, with lt1 (lt0's peer) made to receive what the
+/// program sends back out of lt0 (an XDP program there, see
+/// ENVIRONMENT.md; tx checksumming off) and a raw socket on it.
+struct Wire {
+    topo: Topology,
+    sock: RawSocket,
+    lb_mac: [u8; 6],
+    _peer: lethe::dataplane::XdpLink,
+    _pass: PassProgram,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let topo = Topology::create();
+        let pass = PassProgram::load().unwrap();
+        let peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
+        sh("ethtool -K lt1 tx off >/dev/null");
+        Wire {
+            sock: RawSocket::bind(ifindex("lt1")).unwrap(),
+            lb_mac: topo.iface_mac("lt0"),
+            topo,
+            _peer: peer,
+            _pass: pass,
+        }
+    }
+}
+
 /// How a daemon expected to give up exited (within 20 s, or it is killed
 /// and the test fails).
 fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
@@ -222,23 +262,10 @@ fn frames_through(lb_mac: [u8; 6], during: impl FnOnce()) -> (u64, u64) {
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn serve_curl_kill_restart_down() {
-    let instance = format!("t-daemon-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-daemon");
     in_new_netns(move || {
-        let topo = Topology::create();
-        // Frames sent back out of lt0 with XDP_TX arrive on lt1 only if an
-        // XDP program runs there (see ENVIRONMENT.md).
-        let pass = PassProgram::load().unwrap();
-        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
-        sh("ethtool -K lt1 tx off >/dev/null");
-        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
-        let lb_mac = topo.iface_mac("lt0");
+        let wire = Wire::new();
+        let (topo, sock, lb_mac) = (&wire.topo, &wire.sock, wire.lb_mac);
         let backend_macs: Vec<[u8; 6]> = (11..=13)
             .map(|i| {
                 topo.neighbour_mac(format!("10.1.0.{i}").parse().unwrap())
@@ -408,14 +435,7 @@ fn lethe(args: &[&str]) -> (bool, String, String) {
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn cli_commands_drive_the_daemon() {
-    let instance = format!("t-cli-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-cli");
     in_new_netns(move || {
         let _topo = Topology::create();
         daemon.child = Some(Daemon::start(
@@ -614,14 +634,7 @@ fn small_buffer_connect(addr: std::net::SocketAddrV4) -> std::net::TcpStream {
 fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
     use std::io::{BufRead, BufReader, Read, Write};
 
-    let instance = format!("t-events-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-events");
     in_new_netns(move || {
         let topo = Topology::create();
         let pass = PassProgram::load().unwrap();
@@ -865,14 +878,7 @@ fn until_sources(d: &Daemon, family: u8, want: &[&str], why: &str) {
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn outer_sources_follow_address_and_route_changes() {
-    let instance = format!("t-src-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-src");
     in_new_netns(move || {
         let _topo = Topology::create();
         daemon.child = Some(Daemon::start(
@@ -980,21 +986,10 @@ fn pinned_map_id(dir: &Path, name: &str) -> u32 {
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
-    let instance = format!("t-layout-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-layout");
     in_new_netns(move || {
-        let topo = Topology::create();
-        let pass = PassProgram::load().unwrap();
-        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
-        sh("ethtool -K lt1 tx off >/dev/null");
-        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
-        let lb_mac = topo.iface_mac("lt0");
+        let wire = Wire::new();
+        let (sock, lb_mac) = (&wire.sock, wire.lb_mac);
 
         daemon.child = Some(Daemon::start(
             &daemon.instance,
@@ -1116,21 +1111,10 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
 #[test]
 #[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
 fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
-    let instance = format!("t-nostate-{}", std::process::id());
-    let tmp = std::env::temp_dir();
-    let mut daemon = Daemon {
-        child: None,
-        state_dir: tmp.join(format!("lethe-state-{instance}")),
-        log: tmp.join(format!("lethe-log-{instance}")),
-        instance,
-    };
+    let mut daemon = Daemon::named("t-nostate");
     in_new_netns(move || {
-        let topo = Topology::create();
-        let pass = PassProgram::load().unwrap();
-        let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
-        sh("ethtool -K lt1 tx off >/dev/null");
-        let sock = RawSocket::bind(ifindex("lt1")).unwrap();
-        let lb_mac = topo.iface_mac("lt0");
+        let wire = Wire::new();
+        let (sock, lb_mac) = (&wire.sock, wire.lb_mac);
         daemon.child = Some(Daemon::start(
             &daemon.instance,
             &daemon.state_dir,
