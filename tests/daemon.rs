@@ -186,6 +186,23 @@ impl Wire {
     }
 }
 
+/// Starts `daemon`, creates the dsr VIP `web` (10.100.0.1:80, backends
+/// 10.1.0.11-13) with curl, and returns the backend MAC a probe frame came
+/// back with.
+fn start_with_web(daemon: &mut Daemon, wire: &Wire) -> [u8; 6] {
+    daemon.child = Some(Daemon::start(
+        &daemon.instance,
+        &daemon.state_dir,
+        &daemon.log,
+    ));
+    wait_ready(daemon);
+    let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+                     "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
+    let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
+    assert_eq!(code, 201, "{body}");
+    probe_vip(&wire.sock, wire.lb_mac, 1001).expect("the frame came back rewritten")
+}
+
 /// How a daemon expected to give up exited (within 20 s, or it is killed
 /// and the test fails).
 fn exit_of(child: &mut Child, what: &str) -> std::process::ExitStatus {
@@ -272,7 +289,7 @@ fn serve_curl_kill_restart_down() {
                     .unwrap()
             })
             .collect();
-        let probe = |sport: u16| probe_vip(&sock, lb_mac, sport);
+        let probe = |sport: u16| probe_vip(sock, lb_mac, sport);
 
         // First on two interfaces; restarted below on lt0 alone.
         daemon.child = Some(Daemon::start_on(
@@ -991,17 +1008,7 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         let wire = Wire::new();
         let (sock, lb_mac) = (&wire.sock, wire.lb_mac);
 
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
-        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
-                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
-        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
-        assert_eq!(code, 201, "{body}");
-        let mac = probe_vip(&sock, lb_mac, 1001).expect("the frame came back rewritten");
+        let mac = start_with_web(&mut daemon, &wire);
         let config = get("/v1/config");
         let digest = get("/v1/vips/web/table")["digest"].clone();
         let dir = daemon.pin_dir();
@@ -1041,7 +1048,7 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
             }
         );
         assert_eq!(
-            probe_vip(&sock, lb_mac, 1001),
+            probe_vip(sock, lb_mac, 1001),
             Some(mac),
             "the old program stopped forwarding on its own maps"
         );
@@ -1085,7 +1092,7 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         );
         assert_eq!(get("/v1/config"), config);
         assert_eq!(get("/v1/vips/web/table")["published_digest"], digest);
-        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
+        assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
 
         // The next restart adopts them: no second move.
         let mut child = daemon.child.take().unwrap();
@@ -1099,7 +1106,7 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         wait_ready(&daemon);
         assert_eq!(pinned_map_id(&dir, "vips"), new_vips, "moved again");
         assert_eq!(daemon.logs().matches("moved to fresh maps").count(), 1);
-        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
+        assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
     });
 }
 
@@ -1115,17 +1122,7 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
     in_new_netns(move || {
         let wire = Wire::new();
         let (sock, lb_mac) = (&wire.sock, wire.lb_mac);
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
-        let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
-                         "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}]});
-        let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
-        assert_eq!(code, 201, "{body}");
-        let mac = probe_vip(&sock, lb_mac, 1001).expect("the frame came back rewritten");
+        let mac = start_with_web(&mut daemon, &wire);
         let dir = daemon.pin_dir();
         let ids = link_ids(&dir);
         let vips = pinned_map_id(&dir, "vips");
@@ -1152,7 +1149,7 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
         assert_eq!(link_ids(&dir), ids, "the link or its program changed");
         assert_eq!(pinned_map_id(&dir, "vips"), vips);
         assert_eq!(
-            probe_vip(&sock, lb_mac, 1001),
+            probe_vip(sock, lb_mac, 1001),
             Some(mac),
             "forwarding stopped"
         );
@@ -1164,6 +1161,6 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
         ));
         wait_ready(&daemon);
         assert_eq!(get("/v1/vips/web")["address"], "10.100.0.1");
-        assert_eq!(probe_vip(&sock, lb_mac, 1001), Some(mac));
+        assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
     });
 }
