@@ -57,6 +57,8 @@ pub struct ControlStats {
     pub last_build_us: AtomicU64,
     pub last_sync_us: AtomicU64,
     pub tables_built: AtomicU64,
+    /// Health changes the data plane refused to apply (each retried).
+    pub health_apply_failures: AtomicU64,
 }
 
 /// Health of every checked backend, by (VIP name, address).
@@ -286,13 +288,38 @@ impl Controller {
         }
     }
 
+    /// `try_resync`; when the data plane refuses, again and again on a task
+    /// of its own (0.5 s, doubling to 30 s) until it is published: else a
+    /// backend found dead would keep its slots until some other change.
+    async fn resync(self: &Arc<Self>, change: u64) {
+        if self.try_resync(change).await {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                tokio::time::sleep(delay).await;
+                if this.try_resync(change).await {
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+                tracing::warn!(
+                    retry_in_s = delay.as_secs_f64(),
+                    "health change still not applied"
+                );
+            }
+        });
+    }
+
     /// Rebuilds the plan from the current configuration and health, and
     /// applies it — unless a resync since health transition `change` was
-    /// recorded has published it already.
-    async fn resync(&self, change: u64) {
+    /// recorded has published it already. False when the data plane
+    /// refused it.
+    async fn try_resync(&self, change: u64) -> bool {
         let mut current = self.current.lock().await;
         if self.health_applied.load(Ordering::SeqCst) >= change {
-            return;
+            return true;
         }
         let (down, seen) = {
             let book = self.book();
@@ -302,8 +329,9 @@ impl Controller {
         let plan = match current.plan.update(&current.config, &down) {
             Ok(p) => Arc::new(p),
             Err(e) => {
+                // Not the data plane's: retrying would fail the same way.
                 tracing::error!(error = %error_chain(&e), "rebuilding tables after a health change");
-                return;
+                return true;
             }
         };
         let (dp, p) = (self.dp.clone(), plan.clone());
@@ -318,9 +346,22 @@ impl Controller {
                     apply_ms = started.elapsed().as_secs_f64() * 1e3,
                     "health published"
                 );
+                true
             }
-            Ok(Err(e)) => tracing::error!(error = %error_chain(&e), "applying a health change"),
-            Err(e) => tracing::error!(error = %e, "applying a health change"),
+            Ok(Err(e)) => {
+                self.stats
+                    .health_apply_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %error_chain(&e), "applying a health change");
+                false
+            }
+            Err(e) => {
+                self.stats
+                    .health_apply_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "applying a health change");
+                false
+            }
         }
     }
 

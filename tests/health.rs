@@ -504,3 +504,60 @@ fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
         })
     });
 }
+
+/// Makes a pinned map read-only for every syscall from now on.
+fn freeze(path: &std::path::Path) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let map = libbpf_rs::MapHandle::from_pinned_path(path).unwrap();
+    // SAFETY: a valid map fd.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_map_freeze(map.as_fd().as_raw_fd()) };
+    assert_eq!(rc, 0, "freezing {}", path.display());
+}
+
+/// A health change the data plane refuses (here the kernel: the outer
+/// table maps are frozen, so no table can be published) is retried, not
+/// dropped after one log line: a dead backend would keep its slots until
+/// some unrelated change. Each refusal is counted.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_health_change_the_data_plane_refuses_is_retried() {
+    let pins = common::pins::PinDir::new("healthretry");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        runtime(async move {
+            let dp = Arc::new(Dataplane::load_pinned(&dir).unwrap());
+            let c =
+                config(json!({"kind": "tcp", "port": 9, "interval_ms": 60000, "timeout_ms": 100}));
+            let control = Arc::new(Controller::start(dp, None, c.clone()).await.unwrap());
+            for name in ["tables", "tables_fixed"] {
+                freeze(&dir.join(name));
+            }
+            let one = ip("127.0.0.11");
+            let spec = health::checks(&c)
+                .remove(&("web".to_string(), one))
+                .unwrap();
+            for _ in 0..spec.timing.fall {
+                control
+                    .report_health(&spec, Err("connection refused".into()))
+                    .await;
+            }
+            assert_eq!(
+                control.health()[&("web".to_string(), one)].state,
+                HealthState::Down
+            );
+            let failures = || {
+                control
+                    .stats
+                    .health_apply_failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            assert_eq!(failures(), 1);
+            assert!(
+                control.snapshot().await.plan.vips[0].down.is_empty(),
+                "recorded as published"
+            );
+            // Retried after 0.5 s, then 1 s later, ...
+            until(Duration::from_secs(5), || async { failures() >= 3 }).await;
+        })
+    });
+}

@@ -226,6 +226,17 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
     }
     family(
         &mut out,
+        "lethe_health_apply_failures_total",
+        "counter",
+        "Health changes the data plane refused to apply (each is retried).",
+    );
+    let _ = writeln!(
+        out,
+        "lethe_health_apply_failures_total {}",
+        cs.health_apply_failures.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
         "lethe_tables_built_total",
         "counter",
         "Maglev tables built (unchanged ones are reused).",
