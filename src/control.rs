@@ -660,12 +660,14 @@ fn adopt_health(dp: &Dataplane, config: &Config, saved_down: &[(String, IpAddr)]
             port: v.port,
             protocol: v.protocol,
         };
-        let down: Box<dyn Fn(IpAddr) -> bool> = match dp.published_table(&key) {
-            Ok(Some(table)) => {
-                let present: std::collections::HashSet<IpAddr> = table.into_iter().collect();
-                Box::new(move |a| !present.contains(&a))
-            }
-            _ => Box::new(|a| saved_down.iter().any(|(n, b)| *n == v.name && *b == a)),
+        // The published table's backends; None: no table to read.
+        let present: Option<std::collections::HashSet<IpAddr>> = match dp.published_table(&key) {
+            Ok(Some(table)) => Some(table.into_iter().collect()),
+            _ => None,
+        };
+        let down = |a: IpAddr| match &present {
+            Some(p) => !p.contains(&a),
+            None => saved_down.iter().any(|(n, b)| *n == v.name && *b == a),
         };
         for b in v.backends.iter().filter(|b| b.weight > 0) {
             if down(b.address) {

@@ -22,6 +22,13 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A family of one unlabelled sample: its header and `name value`, the
+/// name written once.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
     let mut out = String::new();
     family(
@@ -184,27 +191,19 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
         "lethe_decision_events_total{{result=\"ring_full\"}} {}",
         stats.events_lost
     );
-    family(
+    single(
         &mut out,
         "lethe_events_lost_by_readers_total",
         "counter",
         "Events stream readers lost by falling behind.",
+        state.control.events.lost.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "lethe_events_lost_by_readers_total {}",
-        state.control.events.lost.load(Ordering::Relaxed)
-    );
-    family(
+    single(
         &mut out,
         "lethe_event_readers",
         "gauge",
         "Connected event stream readers.",
-    );
-    let _ = writeln!(
-        out,
-        "lethe_event_readers {}",
-        state.control.events.readers()
+        state.control.events.readers(),
     );
     let cs = &state.control.stats;
     family(
@@ -224,57 +223,47 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
             n.load(Ordering::Relaxed)
         );
     }
-    family(
+    single(
         &mut out,
         "lethe_health_apply_failures_total",
         "counter",
         "Health changes the data plane refused to apply (each is retried).",
+        cs.health_apply_failures.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "lethe_health_apply_failures_total {}",
-        cs.health_apply_failures.load(Ordering::Relaxed)
-    );
-    family(
+    single(
         &mut out,
         "lethe_tables_built_total",
         "counter",
         "Maglev tables built (unchanged ones are reused).",
+        cs.tables_built.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "lethe_tables_built_total {}",
-        cs.tables_built.load(Ordering::Relaxed)
-    );
-    family(
+    single(
         &mut out,
         "lethe_last_table_build_seconds",
         "gauge",
         "Time the last change spent building tables.",
+        format!(
+            "{:.6}",
+            cs.last_build_us.load(Ordering::Relaxed) as f64 / 1e6
+        ),
     );
-    let _ = writeln!(
-        out,
-        "lethe_last_table_build_seconds {:.6}",
-        cs.last_build_us.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    family(
+    single(
         &mut out,
         "lethe_last_map_sync_seconds",
         "gauge",
         "Time the last change spent writing the maps.",
+        format!(
+            "{:.6}",
+            cs.last_sync_us.load(Ordering::Relaxed) as f64 / 1e6
+        ),
     );
-    let _ = writeln!(
-        out,
-        "lethe_last_map_sync_seconds {:.6}",
-        cs.last_sync_us.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    family(
+    single(
         &mut out,
         "lethe_ready",
         "gauge",
         "1 once attached and synced.",
+        u8::from(state.control.is_ready()),
     );
-    let _ = writeln!(out, "lethe_ready {}", u8::from(state.control.is_ready()));
     out
 }
 
