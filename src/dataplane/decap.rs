@@ -12,7 +12,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject, ProgramInput};
 
 use super::attach::{self, AttachMode, LinkOutcome, XdpLink};
 use super::records::{addr_bytes, Pod};
-use super::{Counter, DataplaneError, TestRun};
+use super::{pin, Counter, DataplaneError, TestRun};
 use crate::abi::{Action, DecapReason};
 
 mod skel {
@@ -60,7 +60,7 @@ impl DecapProgram {
         if let Some(dir) = pin_dir {
             for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
-                if !name.contains('.') {
+                if pin::is_pinned_map(&name) {
                     map.set_pin_path(dir.join(&name))
                         .map_err(DataplaneError::Load)?;
                 }

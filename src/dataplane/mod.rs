@@ -229,7 +229,7 @@ impl Dataplane {
         let mut ours = Vec::new();
         for map in self.skel.object().maps() {
             let name = map.name().to_string_lossy().into_owned();
-            if name.contains('.') {
+            if !pin::is_pinned_map(&name) {
                 continue;
             }
             let path = dir.join(&name);
@@ -266,8 +266,7 @@ impl Dataplane {
         if let Some(dir) = pin_dir {
             for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
-                // Internal maps (.rodata and the like) belong to one build.
-                if name.contains('.') {
+                if !pin::is_pinned_map(&name) {
                     continue;
                 }
                 map.set_pin_path(dir.join(&name))

@@ -42,6 +42,13 @@ pub fn layout_path(dir: &Path) -> PathBuf {
     dir.join("layout")
 }
 
+/// Whether a map of a BPF object is pinned under its name: all but
+/// libbpf's internal maps (`.rodata`, `.data.config`, `name.bss`...), whose
+/// contents belong to one build and are set at load.
+pub fn is_pinned_map(name: &str) -> bool {
+    !name.contains('.')
+}
+
 /// The pinned state of an instance, as the next daemon finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pins {
