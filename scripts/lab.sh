@@ -46,6 +46,7 @@ BIN="${LETHE_BIN:-$REPO/target/debug/lethe}"
 PY="$(command -v python3 || echo /usr/bin/python3)"
 API=http://127.0.0.1:9180
 BACKENDS=(1 2 3)
+FAILED=0 # requests `traffic` saw fail
 
 ns() { echo "$PREFIX-$1"; }
 in_ns() { local n; n="$(ns "$1")"; shift; nsenter --net="/run/netns/$n" "$@"; }
@@ -159,11 +160,16 @@ start_backends() {
         echo $! >"$STATE/b$b.pid"
         # Listening before the LB's health checks begin: a server still
         # starting would fail them and leave the tables at once.
+        local listening=0
         for _ in $(seq 100); do
-            in_ns "b$b" curl -sf -o /dev/null http://127.0.0.1:80/healthz &&
-                in_ns "b$b" curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break
+            if in_ns "b$b" curl -sf -m 2 -o /dev/null http://127.0.0.1:80/healthz &&
+                in_ns "b$b" curl -sf -m 2 -o /dev/null http://127.0.0.1:8080/healthz; then
+                listening=1
+                break
+            fi
             sleep 0.1
         done
+        [ "$listening" = 1 ] || { cat "$STATE/b$b.log"; echo "lab.sh: b$b's HTTP server is not listening" >&2; exit 1; }
         # ipip and gue arrive encapsulated: Lethe's own decap on the backend.
         in_ns "b$b" "$BIN" decap attach b-eth --gue-port 6080 --instance "$PREFIX-b$b" >>"$STATE/b$b.log"
     done
@@ -181,10 +187,10 @@ start_lbs() {
     done
     for lb in $which; do
         for _ in $(seq 100); do
-            in_ns "$lb" curl -sf "$API/ready" >/dev/null 2>&1 && break
+            in_ns "$lb" curl -sf -m 5 "$API/ready" >/dev/null 2>&1 && break
             sleep 0.1
         done
-        in_ns "$lb" curl -sf "$API/ready" >/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb not ready" >&2; exit 1; }
+        in_ns "$lb" curl -sf -m 5 "$API/ready" >/dev/null || { cat "$STATE/$lb.log"; echo "lab.sh: $lb not ready" >&2; exit 1; }
         # Ready, and it is the daemon just started that answers.
         alive "$(cat "$STATE/$lb.pid")" || { cat "$STATE/$lb.log"; echo "lab.sh: $lb daemon exited" >&2; exit 1; }
     done
@@ -227,6 +233,9 @@ traffic() {
             in_ns client curl -s --max-time 2 "http://$addr/" || echo failed
         done | sort | uniq -c | awk '{printf "%s=%s ", $2, $1}')
         printf '%-6s %-22s %s\n' "$name" "$addr" "$counts"
+        if [[ "$counts" =~ failed=([0-9]+) ]]; then
+            FAILED=$((FAILED + BASH_REMATCH[1]))
+        fi
     done
 }
 
@@ -241,12 +250,16 @@ up() {
         (cd "$REPO" && cargo build --quiet)
     fi
     mkdir -p "$STATE"
-    trap 'echo "lab.sh: up failed; removing what it made" >&2; down >/dev/null 2>&1' ERR
+    # On EXIT, not ERR: an ERR trap is not run for failures inside the
+    # functions below (no set -E) nor for their explicit `exit 1`.
+    UP_DONE=0
+    trap 'if [ "$UP_DONE" != 1 ]; then echo "lab.sh: up failed; removing what it made" >&2; down >/dev/null 2>&1; fi' EXIT
     topology
     start_backends
     start_lbs
     configure
-    trap - ERR
+    UP_DONE=1
+    trap - EXIT
     echo "lab $PREFIX is up: namespaces $(ns client), $(ns router), $(lbs | sed "s/\([a-z0-9]*\)/$PREFIX-\1/g"), $(ns b1..3)"
     if [ "$TRAFFIC" = 1 ]; then
         traffic 200
@@ -291,8 +304,11 @@ down() {
         [ -e "$pidfile" ] || continue
         q kill -9 "$(cat "$pidfile")"
     done
+    local left=0
     for lb in lb lb2; do
-        q "$BIN" down --instance "$PREFIX-$lb"
+        # Its own pin directory, or nothing to do (a lab without lb2).
+        [ -e "/sys/fs/bpf/lethe/$PREFIX-$lb" ] || continue
+        "$BIN" down --instance "$PREFIX-$lb" >/dev/null || left=1
     done
     for b in "${BACKENDS[@]}"; do
         if [ -e "/run/netns/$(ns "b$b")" ]; then
@@ -304,6 +320,10 @@ down() {
         q ip netns del "$(ns "$n")"
     done
     rm -rf "$STATE"
+    if [ "$left" = 1 ]; then
+        echo "lab.sh: lethe down failed (above): pins of $PREFIX are left in /sys/fs/bpf/lethe" >&2
+        exit 1
+    fi
     echo "lab $PREFIX is down"
 }
 
@@ -311,7 +331,13 @@ case "$CMD" in
 up) up ;;
 down) down ;;
 status) status ;;
-traffic) traffic "${TRAFFIC_N:-200}" ;;
+traffic)
+    traffic "${TRAFFIC_N:-200}"
+    if [ "$FAILED" != 0 ]; then
+        echo "lab.sh: $FAILED requests failed" >&2
+        exit 1
+    fi
+    ;;
 start) start_lbs "${LBS[@]}" ;;
 *) echo "usage: scripts/lab.sh up|down|status|traffic|start [lb|lb2] [--prefix P] [--ecmp] [--no-traffic] [--no-build]" >&2; exit 2 ;;
 esac

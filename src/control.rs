@@ -429,6 +429,13 @@ impl Controller {
         }
     }
 
+    /// Waits for the change under way, if any, to end (applied and saved,
+    /// or undone), and holds off every later one while the guard lives: a
+    /// stopping daemon holds it until it exits.
+    pub async fn quiesce(&self) -> tokio::sync::MutexGuard<'_, Snapshot> {
+        self.current.lock().await
+    }
+
     pub fn dataplane(&self) -> &Arc<Dataplane> {
         &self.dp
     }

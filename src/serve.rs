@@ -58,15 +58,41 @@ pub fn check_instance(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Resolves at the first SIGTERM or SIGINT (or when `cancel` is), and
+/// cancels `cancel`. SIGHUP is logged and otherwise ignored: the
+/// configuration changes over the API, and a hangup (a closed terminal)
+/// must not stop the daemon as its default action would.
 async fn shutdown_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = cancel.cancelled() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => tracing::info!(
+                "SIGHUP ignored: there is nothing to reload (change the configuration over the API)"
+            ),
+            _ = cancel.cancelled() => break,
+        }
     }
     cancel.cancel();
+}
+
+/// How long a stopping daemon waits for open requests to finish (a
+/// client stalled half-way through a body would hold it forever).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// After `cancel`: SHUTDOWN_GRACE, cut short by a second SIGTERM or SIGINT.
+async fn grace_over(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    cancel.cancelled().await;
+    tokio::select! {
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// Holds the instance's lock for the daemon's life: one daemon per
@@ -75,6 +101,18 @@ async fn shutdown_signal(cancel: CancellationToken) {
 /// never pinned) would be the ones no daemon updates after it exits.
 fn lock_instance(dir: &std::path::Path, instance: &str) -> Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    try_lock(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another `lethe serve` runs instance {instance:?} (it holds the lock on {}); \
+             stop it first, or pick another --instance",
+            dir.display()
+        )
+    })
+}
+
+/// The instance directory's lock (flock, exclusive, not waiting): None
+/// while a daemon holds it.
+fn try_lock(dir: &std::path::Path) -> Result<Option<std::fs::File>> {
     let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     // SAFETY: a valid open fd.
     if unsafe {
@@ -86,15 +124,11 @@ fn lock_instance(dir: &std::path::Path, instance: &str) -> Result<std::fs::File>
     {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            bail!(
-                "another `lethe serve` runs instance {instance:?} (it holds the lock on {}); \
-                 stop it first, or pick another --instance",
-                dir.display()
-            );
+            return Ok(None);
         }
         return Err(e).with_context(|| format!("locking {}", dir.display()));
     }
-    Ok(f)
+    Ok(Some(f))
 }
 
 /// Attaches to (or upgrades the program on) every --iface, and upgrades
@@ -154,7 +188,17 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         .iter()
         .map(|i| ifindex(i))
         .collect::<Result<Vec<_>>>()?;
+    let mounting = !pin::is_bpffs(&opts.bpffs);
     pin::ensure_bpffs(&opts.bpffs)?;
+    if mounting && pin::private_mount_namespace() {
+        tracing::warn!(
+            bpffs = %opts.bpffs.display(),
+            "mounted a BPF filesystem in a mount namespace of this process's own (as under \
+             `ip netns exec`): the pins go with that namespace, so the program stops \
+             forwarding when the daemon stops; enter only the network namespace \
+             (`nsenter --net=/run/netns/NAME`)"
+        );
+    }
     let dir = pin::instance_dir(&opts.bpffs, &opts.instance);
     let _lock = lock_instance(&dir, &opts.instance)?;
     // Before anything changes: a daemon that cannot serve its API must
@@ -295,11 +339,23 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(cancel.clone()))
         .into_future();
-    tokio::spawn(server)
-        .await
-        .context("the API server task")?
-        .context("serving the API")?;
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        served = &mut server => served
+            .context("the API server task")?
+            .context("serving the API")?,
+        _ = grace_over(cancel.clone()) => {
+            server.abort();
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "requests still open when stopping: their connections are closed"
+            );
+        }
+    }
     cancel.cancel();
+    // A change under way (its client gone, or a health change) runs to
+    // its end, saved, before the process exits; none starts after.
+    let _quiet = control.quiesce().await;
     stop_reader.store(true, Ordering::Relaxed);
     let _ = checks.await;
     let _ = neighbours.await;
@@ -312,8 +368,25 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 /// `lethe down`: detaches the instance's links and removes its pins.
+/// Refused while a daemon serves the instance: it would go on answering
+/// ready and accepting changes for links that are gone, and its lock would
+/// be on a removed directory, letting a second daemon start beside it.
 pub fn down(bpffs: &std::path::Path, instance: &str) -> Result<()> {
     check_instance(instance)?;
+    if !pin::is_bpffs(bpffs) {
+        // Under `ip netns exec` (a mount namespace of its own, /sys
+        // remounted) the pins are out of sight, not absent.
+        bail!(
+            "{} is not a BPF filesystem here, so the instance's pins cannot be seen{}",
+            bpffs.display(),
+            if pin::private_mount_namespace() {
+                " (this runs in a mount namespace of its own, as under `ip netns exec`: \
+                 run `lethe down` outside it)"
+            } else {
+                " (none is mounted: nothing can be pinned)"
+            }
+        );
+    }
     let dir = pin::instance_dir(bpffs, instance);
     if !dir.exists() {
         println!(
@@ -322,6 +395,14 @@ pub fn down(bpffs: &std::path::Path, instance: &str) -> Result<()> {
         );
         return Ok(());
     }
+    // Held until the directory is gone: no daemon starts halfway.
+    let Some(_lock) = try_lock(&dir)? else {
+        bail!(
+            "a `lethe serve` runs instance {instance:?} (it holds the lock on {}): stop it \
+             first (SIGTERM leaves the program attached), then `lethe down`",
+            dir.display()
+        );
+    };
     let removed = pin::remove_instance(&dir)?;
     for l in &removed.links {
         println!("detached {l}");

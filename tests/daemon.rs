@@ -106,7 +106,9 @@ impl Drop for Daemon {
 
 fn curl(args: &[&str], body: Option<&Value>) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+    // A bounded wait: the API listens before the daemon is ready, so a
+    // daemon stuck starting would hold a request (and the test) forever.
+    cmd.args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
         .args(args);
     if let Some(b) = body {
         cmd.args([
@@ -408,6 +410,15 @@ fn serve_curl_kill_restart_down() {
         );
         assert_eq!(link_ids(&dir), (same_link, second_prog));
         assert_eq!(get("/v1/config"), config);
+        assert_eq!(probe(1001), Some(mac));
+
+        // lethe down is refused while the daemon runs: it would leave a
+        // ready daemon balancing nothing, its lock on a removed directory.
+        let (ok, _, err) = lethe(&["down", "--instance", &daemon.instance]);
+        assert!(!ok, "lethe down beside a running daemon succeeded");
+        assert!(err.contains("a `lethe serve` runs instance"), "{err}");
+        assert!(xdp_attached("lt0"));
+        assert_eq!(link_ids(&dir), (same_link, second_prog));
         assert_eq!(probe(1001), Some(mac));
 
         // SIGTERM: a clean exit, still attached.

@@ -149,6 +149,19 @@ pub fn is_bpffs(path: &Path) -> bool {
     }
 }
 
+/// Whether this process runs in a mount namespace other than init's (as
+/// under `ip netns exec`): a bpffs it mounts, and what it pins there, is
+/// seen by no other namespace and goes with this one. False when unknown.
+pub fn private_mount_namespace() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(ours), Ok(init)) => ours != init,
+        _ => false,
+    }
+}
+
 /// Mounts bpffs at `root` when nothing is mounted there yet.
 pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
     if is_bpffs(root) {
