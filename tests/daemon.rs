@@ -421,12 +421,39 @@ fn serve_curl_kill_restart_down() {
         assert_eq!(link_ids(&dir), (same_link, second_prog));
         assert_eq!(probe(1001), Some(mac));
 
-        // SIGTERM: a clean exit, still attached.
+        // SIGHUP (a closed terminal): logged, nothing else.
+        let pid = daemon.child.as_ref().unwrap().id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(curl(&[&format!("{API}/ready")], None).0, 200);
+        assert!(
+            daemon.logs().contains("SIGHUP ignored"),
+            "{}",
+            daemon.logs()
+        );
+
+        // SIGTERM: a clean exit, still attached, though a client stalls
+        // half-way through a request body.
+        let mut stalled = std::net::TcpStream::connect("127.0.0.1:9180").unwrap();
+        std::io::Write::write_all(
+            &mut stalled,
+            b"PUT /v1/config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"vips\": ",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
         let mut child = daemon.child.take().unwrap();
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = exit_of(&mut child, "a daemon told to stop, a request open");
         assert!(status.success(), "{status:?}\n{}", daemon.logs());
+        assert!(
+            daemon.logs().contains("requests still open when stopping"),
+            "{}",
+            daemon.logs()
+        );
+        drop(stalled);
         assert!(xdp_attached("lt0"));
 
         // lethe down: detached and unpinned.
