@@ -57,7 +57,7 @@ static __always_inline __u16 fold16(__u32 sum)
  * only: the IP header's own words, plus the L4 segment's sum, which a valid
  * L4 checksum makes equal to minus the L4 pseudo-header's sum (ICMPv4 has
  * no pseudo-header: its segment sums to -0). Returns -1 when it cannot be
- * known: inner IPv4 UDP without checksum, or UDP whose length leaves bytes
+ * known: inner UDP without checksum (IPv4, or IPv6 tunnels), or UDP whose length leaves bytes
  * of the IP payload after it (a surplus area, RFC draft UDP options),
  * which its checksum does not cover.
  */
@@ -96,7 +96,8 @@ static __always_inline long inner_sum(void *data, void *data_end, const struct p
 
 			if ((void *)(udp + 1) > data_end)
 				return -1;
-			if (udp->len != bpf_htons(l4_len))
+			/* 0: no checksum (RFC 6935 tunnels), as over IPv4. */
+			if (udp->check == 0 || udp->len != bpf_htons(l4_len))
 				return -1;
 		}
 		sum = sum_words(ip6h, IPV6_HLEN / 2);

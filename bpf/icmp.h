@@ -104,14 +104,21 @@ static __always_inline int make_too_big(struct xdp_md *ctx, const struct packet 
 /*
  * The path to the backend is too narrow for this packet: answer the client
  * with the MTU it can use (the path's, less what encapsulation adds), or,
- * where no answer is due (an ICMP error, IPv4 without DF), drop it.
+ * where no answer is due or would help (an ICMP error, IPv4 without DF,
+ * IPv6 of at most 1280 bytes on a narrower path), drop it.
  */
 static __always_inline int answer_too_big(struct xdp_md *ctx, struct packet *p,
 					  const struct bpf_fib_lookup *fib, __u32 overhead)
 {
 	__u32 mtu = fib->mtu_result > overhead ? fib->mtu_result - overhead : 0;
 
-	if (p->icmp || (p->family == LETHE_AF_INET && !p->df))
+	/*
+	 * IPv6 below its minimum MTU: the answer would say 1280, and a packet
+	 * of 1280 or less would be answered again and again (a tunnel would
+	 * fragment the outer packet; XDP cannot). Dropped, and counted.
+	 */
+	if (p->icmp || (p->family == LETHE_AF_INET && !p->df) ||
+	    (p->family != LETHE_AF_INET && mtu < IPV6_MIN_MTU && p->l3_len <= IPV6_MIN_MTU))
 		return verdict(ctx, p, XDP_DROP, LETHE_R_FRAG_NEEDED);
 	if (make_too_big(ctx, p, mtu))
 		return verdict(ctx, p, XDP_DROP, LETHE_R_FRAG_NEEDED);

@@ -169,8 +169,9 @@ impl Env {
                     destination: d.octets(),
                 };
                 h.write(&mut out).unwrap();
+                let csum_at = if f.src.is_ipv4() { 26 } else { 46 };
                 let inner_udp_without_csum =
-                    f.src.is_ipv4() && f.udp && inner[26] == 0 && inner[27] == 0;
+                    f.udp && inner[csum_at] == 0 && inner[csum_at + 1] == 0;
                 let udp = if inner_udp_without_csum {
                     etherparse::UdpHeader {
                         source_port: sport,
@@ -745,6 +746,11 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     ];
     // gue.
     let gue = |f: &Flow| env.gue(f, &f.frame(m));
+    let udp0 = |f: &Flow| {
+        let mut x = f.frame(m);
+        zero_udp_checksum(&mut x);
+        x
+    };
     let g4 = tcp4("10.100.0.30", 80);
     let g6 = tcp6("fd00:100::30", 443).tos(0x2e);
     let g46 = Flow::udp("198.51.100.7", 5353, "10.100.0.31", 53);
@@ -797,6 +803,12 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
             gue(&g6u),
         ),
         fwd(
+            "ipv6 udp without checksum (a tunnel's) in IPv6 gue: outer checksum 0",
+            udp0(&g6u),
+            Action::Redirect,
+            env.gue(&g6u, &udp0(&g6u)),
+        ),
+        fwd(
             "ipv6 udp shorter than its payload in IPv6 gue: outer checksum 0",
             g6_surplus,
             Action::Redirect,
@@ -815,11 +827,6 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     ]);
 
     // nat, both ways.
-    let udp0 = |f: &Flow| {
-        let mut x = f.frame(m);
-        zero_udp_checksum(&mut x);
-        x
-    };
     let n4 = tcp4("10.100.0.20", 80);
     let n6 = tcp6("fd00:100::20", 443);
     let nu4 = Flow::udp("198.51.100.7", 5300, "10.100.0.21", 53);
@@ -995,6 +1002,7 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
     let dsr6_big = big(tcp6("fd00:100::1", 80).payload(1500 - 60 + 1));
     let gue6_big = big(tcp6("fd00:100::30", 443).payload(1400));
     let tagged_big = big(tcp4("10.100.0.2", 80).payload(1500 - 40).vlan(9));
+    let narrow6_big = big(tcp6("fd00:100::32", 80).payload(1300 - 60));
     v.extend([
         fwd_as(
             "dsr over the egress MTU: the client is told it",
@@ -1023,6 +1031,26 @@ fn fixtures(env: &Env) -> Vec<Fixture> {
         left(
             "too big without DF: dropped, nothing to answer",
             no_df,
+            Reason::FragNeeded,
+        ),
+        // narrow6: 6in6 over a 1300-byte path, 1260 usable, under IPv6's
+        // 1280: told 1280 if larger, dropped if 1280 or less (a client
+        // told 1280 again and again would never get through).
+        fwd(
+            "ipv6 ipip on a path under 1280 once encapsulated: what fits goes",
+            big(tcp6("fd00:100::32", 80).payload(1260 - 60)),
+            Action::Tx,
+            ipip(&tcp6("fd00:100::32", 80).payload(1260 - 60)),
+        ),
+        fwd_as(
+            "ipv6 ipip on a path under 1280 once encapsulated: over 1280 is told 1280",
+            narrow6_big.clone(),
+            Reason::TooBig,
+            too_big_answer(&narrow6_big, 14, 1280),
+        ),
+        left(
+            "ipv6 ipip on a path under 1280 once encapsulated: 1280 itself is dropped",
+            big(tcp6("fd00:100::32", 80).payload(1280 - 60)),
             Reason::FragNeeded,
         ),
     ]);

@@ -327,11 +327,15 @@ pub fn process(plan: &Plan, net: &dyn Network, ingress_ifindex: u32, frame: &[u8
         Fib::NoNeigh => return left(Reason::NoNeigh, vip, backend),
         Fib::FwdDisabled => return left(Reason::FwdDisabled, vip, backend),
         Fib::FragNeeded { mtu } => {
-            // answer_too_big in bpf/icmp.h.
-            if p.icmp || (p.dst.is_ipv4() && !p.df) {
+            // answer_too_big in bpf/icmp.h: IPv6 at or under its minimum
+            // MTU cannot be told to shrink.
+            let mtu = mtu.saturating_sub(outer_len as u32);
+            if p.icmp
+                || (p.dst.is_ipv4() && !p.df)
+                || (p.dst.is_ipv6() && mtu < 1280 && p.l3_len <= 1280)
+            {
                 return left(Reason::FragNeeded, vip, backend);
             }
-            let mtu = mtu.saturating_sub(outer_len as u32);
             return Outcome {
                 action: Action::Tx,
                 reason: Reason::TooBig,

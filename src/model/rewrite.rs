@@ -39,8 +39,8 @@ fn fold16(mut sum: u32) -> u16 {
 }
 
 /// `inner_sum` of bpf/encap.h: the inner packet's one's complement sum
-/// from its headers only; None for an inner IPv4 UDP packet without
-/// checksum, or a UDP packet whose length leaves bytes of the IP payload
+/// from its headers only; None for an inner UDP packet without checksum
+/// (IPv4, or IPv6 as tunnels send it), or a UDP packet whose length leaves bytes of the IP payload
 /// after it (its checksum does not cover them).
 fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
     let l3 = &frame[p.l3_off..];
@@ -60,7 +60,7 @@ fn inner_sum(frame: &[u8], p: &Packet) -> Option<u16> {
         )
     } else {
         let l4_len = (p.l3_len - 40) as u16;
-        if p.ip_proto == IPPROTO_UDP && udp_len(40) != l4_len {
+        if p.ip_proto == IPPROTO_UDP && ((l3[46] == 0 && l3[47] == 0) || udp_len(40) != l4_len) {
             return None;
         }
         (

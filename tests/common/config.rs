@@ -69,7 +69,9 @@ pub fn fixture_config() -> Config {
             {"name": "gue4in6", "address": "10.100.0.31", "port": 53, "protocol": "udp", "mode": "gue",
              "backends": [{"address": "fd00:9::1"}]},
             {"name": "gue6udp", "address": "fd00:100::31", "port": 53, "protocol": "udp", "mode": "gue",
-             "backends": [{"address": "fd00:2::11"}]}
+             "backends": [{"address": "fd00:2::11"}]},
+            {"name": "narrow6", "address": "fd00:100::32", "port": 80, "protocol": "tcp", "mode": "ipip",
+             "backends": [{"address": "fd00:9:13::1"}]}
         ]
     }))
     .expect("fixture config parses")

@@ -5,6 +5,7 @@
 //!  lt0 (ingress, 10.1.0.1/24, fd00:1::1/64)  -- lt1
 //!      on-link backends 10.1.0.11-13, fd00:1::11-13 (static neighbours)
 //!      gateway 10.1.0.254 / fd00:1::fe for 10.9.0.0/16 / fd00:9::/32
+//!      (fd00:9:13::/48 on a route of MTU 1300)
 //!      10.1.0.99 / fd00:1::99: on-link, no neighbour entry
 //!  lt2 (10.2.0.1/24, fd00:2::1/64) -- lt3, in tx_ports
 //!      backend 10.2.0.11 / fd00:2::11
@@ -42,6 +43,15 @@ pub struct Topology {
     ifaces: Vec<Iface>,
     /// address -> MAC, for addresses with a static neighbour entry.
     neighbours: Vec<(IpAddr, [u8; 6])>,
+}
+
+/// fd00:9:13::/48: behind the lt0 gateway like the rest of fd00:9::/32,
+/// on a route of NARROW_MTU.
+const NARROW_NET: &str = "fd00:9:13::";
+const NARROW_MTU: usize = 1300;
+
+fn narrow(dst: IpAddr) -> bool {
+    matches!(dst, IpAddr::V6(a) if a.segments()[..3] == [0xfd00, 9, 0x13])
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -100,6 +110,12 @@ impl Topology {
         neigh("fd00:3::11", "lt4", mac(11, 0x63));
         sh("ip route add 10.9.0.0/16 via 10.1.0.254 dev lt0");
         sh("ip -6 route add fd00:9::/32 via fd00:1::fe dev lt0");
+        // A tunnel path under IPv6's minimum MTU once the outer header is
+        // in (1300 - 40 < 1280). Locked: bpf_fib_lookup's IPv6 MTU takes a
+        // route's MTU only then (else the device's).
+        sh(&format!(
+            "ip -6 route add {NARROW_NET}/48 via fd00:1::fe dev lt0 mtu lock {NARROW_MTU}"
+        ));
         // Clients, for the nat return path: behind the gateway on lt0.
         sh("ip route add 198.51.100.0/24 via 10.1.0.254 dev lt0");
         sh("ip -6 route add 2001:db8:c::/48 via fd00:1::fe dev lt0");
@@ -175,8 +191,9 @@ impl Network for Topology {
         let Some((iface, gateway)) = self.connected(q.dst) else {
             return Fib::NoRoute;
         };
-        if q.tot_len > MTU {
-            return Fib::FragNeeded { mtu: MTU as u32 };
+        let mtu = if narrow(q.dst) { NARROW_MTU } else { MTU };
+        if q.tot_len > mtu {
+            return Fib::FragNeeded { mtu: mtu as u32 };
         }
         let nexthop = gateway.unwrap_or(q.dst);
         let Some(dmac) = self.neighbour_mac(nexthop) else {
