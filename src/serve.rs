@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::api::{self, ApiState};
 use crate::control::Controller;
-use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome};
+use crate::dataplane::{pin, AttachMode, Dataplane, LinkOutcome, XdpMode};
 use crate::store::Store;
 use crate::{events, health, neighbours, route_watch};
 
@@ -133,7 +133,9 @@ fn try_lock(dir: &std::path::Path) -> Result<Option<std::fs::File>> {
 
 /// Attaches to (or upgrades the program on) every --iface, and upgrades
 /// the instance's other pinned links. The link handles are only fds: the
-/// links are pinned and stay attached when these are dropped.
+/// links are pinned and stay attached when these are dropped. If an
+/// interface fails, the links this call attached anew are detached again:
+/// a start that fails must not leave interfaces balanced by no daemon.
 fn attach_all(
     dp: &Dataplane,
     dir: &std::path::Path,
@@ -141,21 +143,36 @@ fn attach_all(
     indexes: &[u32],
 ) -> Result<Vec<crate::dataplane::XdpLink>> {
     let mode = if opts.generic {
-        tracing::warn!(
-            "generic (SKB) mode: every packet pays for an skb; use native mode in production"
-        );
         AttachMode::Generic
     } else {
         AttachMode::Native
     };
     let mut links = Vec::new();
+    let mut attached_now: Vec<String> = Vec::new();
     for (name, &idx) in opts.ifaces.iter().zip(indexes) {
-        let (link, outcome) = dp
-            .attach_pinned(dir, name, idx, mode)
-            .with_context(|| format!("attaching to {name}"))?;
+        let (link, outcome) = match dp.attach_pinned(dir, name, idx, mode) {
+            Ok(attached) => attached,
+            Err(e) => {
+                for undo in &attached_now {
+                    if let Err(e) = pin::detach_link(dir, undo) {
+                        tracing::error!(iface = %undo, error = %e, "detaching after a failed start");
+                    }
+                }
+                let hint = match (&e, mode) {
+                    (crate::dataplane::DataplaneError::Attach { source, .. }, AttachMode::Native)
+                        if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                    {
+                        " (its driver has no native XDP: --generic runs it in the network stack, slower)"
+                    }
+                    _ => "",
+                };
+                return Err(anyhow::Error::new(e).context(format!("attaching to {name}{hint}")));
+            }
+        };
         let (link_id, prog_id) = link.ids()?;
         match outcome {
             LinkOutcome::Attached => {
+                attached_now.push(name.clone());
                 tracing::info!(iface = %name, ?mode, link_id, prog_id, "attached")
             }
             LinkOutcome::Kept => {
@@ -165,6 +182,7 @@ fn attach_all(
                 tracing::info!(iface = %name, link_id, prog_id, previous_prog_id, "program upgraded in place")
             }
         }
+        warn_about_mode(name, idx, mode);
         links.push(link);
     }
     for (name, outcome) in dp
@@ -179,6 +197,37 @@ fn attach_all(
         );
     }
     Ok(links)
+}
+
+/// Says how the program really runs on an interface: a kept or upgraded
+/// link keeps the mode it was attached in, whatever this start asked for.
+fn warn_about_mode(name: &str, ifindex: u32, asked: AttachMode) {
+    let running = match crate::dataplane::xdp_query(ifindex) {
+        Ok(state) => state.mode,
+        Err(e) => {
+            tracing::warn!(iface = %name, error = %e, "cannot tell the XDP mode");
+            return;
+        }
+    };
+    match (running, asked) {
+        (XdpMode::Generic, AttachMode::Generic) => tracing::warn!(
+            iface = %name,
+            "generic (SKB) mode: every packet pays for an skb; use native mode in production"
+        ),
+        (XdpMode::Generic, AttachMode::Native) => tracing::warn!(
+            iface = %name,
+            "runs in generic (SKB) mode, as attached by an earlier start with --generic, though \
+             native was asked for: a link keeps its mode (traffic keeps flowing); to change \
+             it, `lethe down` and start again"
+        ),
+        (XdpMode::Native, AttachMode::Generic) => tracing::warn!(
+            iface = %name,
+            "runs in native mode, as attached by an earlier start, though --generic was asked \
+             for: a link keeps its mode (traffic keeps flowing); to change it, `lethe down` \
+             and start again"
+        ),
+        _ => {}
+    }
 }
 
 pub async fn serve(opts: ServeOptions) -> Result<()> {

@@ -61,17 +61,26 @@ impl Daemon {
         ifaces: &[&str],
         listen: &str,
     ) -> Child {
+        let mut args = Vec::new();
+        for i in ifaces {
+            args.extend(["--iface", i]);
+        }
+        args.extend(["--listen", listen]);
+        Self::spawn(instance, state_dir, log, &args)
+    }
+
+    /// `lethe serve --instance .. --state-dir .. <args>`, its stderr
+    /// appended to `log`.
+    fn spawn(instance: &str, state_dir: &Path, log: &Path, args: &[&str]) -> Child {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
-        cmd.arg("serve");
-        for i in ifaces {
-            cmd.args(["--iface", i]);
-        }
-        cmd.args(["--listen", listen, "--instance", instance])
+        Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .arg("serve")
+            .args(args)
+            .args(["--instance", instance])
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::null())
@@ -1200,5 +1209,62 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
         wait_ready(&daemon);
         assert_eq!(get("/v1/vips/web")["address"], "10.100.0.1");
         assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
+    });
+}
+
+#[test]
+#[ignore = "needs root: netns, XDP, bpffs"]
+fn a_start_that_fails_detaches_what_it_attached_and_a_kept_mode_is_told() {
+    let mut daemon = Daemon::named("t-attach");
+    in_new_netns(move || {
+        let _topo = Topology::create();
+        let dir = daemon.pin_dir();
+        // lo has no native XDP: the start fails after lt0 is attached.
+        let mut child = Daemon::spawn(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+            &["--iface", "lt0", "--iface", "lo"],
+        );
+        let status = exit_of(&mut child, "a start that cannot attach to lo");
+        assert!(!status.success(), "{}", daemon.logs());
+        assert!(
+            daemon
+                .logs()
+                .contains("attaching to lo (its driver has no native XDP: --generic"),
+            "{}",
+            daemon.logs()
+        );
+        assert!(!xdp_attached("lt0"), "lt0 left attached by a failed start");
+        assert!(!pin::link_path(&dir, "lt0").exists());
+
+        // Attached in generic mode, then restarted without --generic: the
+        // link keeps its mode, and the log says so.
+        daemon.child = Some(Daemon::spawn(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+            &["--iface", "lt0", "--generic"],
+        ));
+        wait_ready(&daemon);
+        let mut generic = daemon.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(generic.id() as i32, libc::SIGTERM) };
+        assert!(exit_of(&mut generic, "a daemon told to stop").success());
+        daemon.child = Some(Daemon::start(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+        ));
+        wait_ready(&daemon);
+        assert!(
+            daemon.logs().contains("though native was asked for"),
+            "{}",
+            daemon.logs()
+        );
+        assert_eq!(
+            lethe::dataplane::xdp_query(ifindex("lt0")).unwrap().mode,
+            lethe::dataplane::XdpMode::Generic
+        );
     });
 }
