@@ -199,6 +199,64 @@ fn attach_all(
     Ok(links)
 }
 
+/// The --ifaces as the daemon last attached them, by index: an interface
+/// deleted and made again (a driver reload, a re-created veth or bond)
+/// comes back with another index, and its link went with the old one.
+struct Ifaces {
+    indexes: Vec<u32>,
+}
+
+impl Ifaces {
+    /// Attaches again every --iface whose index changed (or that is back),
+    /// allows its new index as an egress port and moves `trace` to it;
+    /// false while one is missing (the daemon is then not ready).
+    fn relink(
+        &mut self,
+        dp: &Dataplane,
+        control: &Controller,
+        dir: &std::path::Path,
+        opts: &ServeOptions,
+    ) -> bool {
+        let mode = if opts.generic {
+            AttachMode::Generic
+        } else {
+            AttachMode::Native
+        };
+        let mut all = true;
+        for (i, name) in opts.ifaces.iter().enumerate() {
+            let Ok(now) = ifindex(name) else {
+                if self.indexes[i] != 0 {
+                    tracing::warn!(iface = %name, "interface gone: not ready until it is back");
+                    self.indexes[i] = 0;
+                }
+                all = false;
+                continue;
+            };
+            if now == self.indexes[i] {
+                continue;
+            }
+            let attached = dp
+                .allow_tx_port(now)
+                .and_then(|()| dp.attach_pinned(dir, name, now, mode));
+            match attached {
+                Ok((link, outcome)) => {
+                    tracing::info!(iface = %name, ifindex = now, ?outcome, ids = ?link.ids().ok(),
+                        "interface back: attached again");
+                    self.indexes[i] = now;
+                    if i == 0 {
+                        control.set_trace_ifindex(now);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(iface = %name, error = %e, "attaching to an interface that came back");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}
+
 /// Says how the program really runs on an interface: a kept or upgraded
 /// link keeps the mode it was attached in, whatever this start asked for.
 fn warn_about_mode(name: &str, ifindex: u32, asked: AttachMode) {
@@ -356,12 +414,21 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         cancel.clone(),
     ));
     let refresher = {
-        let (control, cancel) = (control.clone(), cancel.clone());
+        let (control, cancel, dp) = (control.clone(), cancel.clone(), dp.clone());
+        let (dir, opts) = (dir.clone(), opts.clone());
+        let mut ifaces = Ifaces {
+            indexes: indexes.clone(),
+        };
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = sources_changed.notified() => control.refresh_sources().await,
+                    _ = sources_changed.notified() => {
+                        // Link messages come this way too.
+                        let ready = ifaces.relink(&dp, &control, &dir, &opts);
+                        control.set_ready(ready);
+                        control.refresh_sources().await;
+                    }
                 }
             }
         })

@@ -1268,3 +1268,57 @@ fn a_start_that_fails_detaches_what_it_attached_and_a_kept_mode_is_told() {
         );
     });
 }
+
+#[test]
+#[ignore = "needs root: netns, XDP, bpffs"]
+fn an_interface_made_again_is_attached_again() {
+    let mut daemon = Daemon::named("t-relink");
+    in_new_netns(move || {
+        let _topo = Topology::create();
+        let dir = daemon.pin_dir();
+        daemon.child = Some(Daemon::start_on(
+            &daemon.instance,
+            &daemon.state_dir,
+            &daemon.log,
+            &["lt0", "lt2"],
+            "127.0.0.1:9180",
+        ));
+        wait_ready(&daemon);
+        let linked = |want: u32| {
+            lethe::dataplane::pinned_link(&pin::link_path(&dir, "lt2"))
+                .unwrap()
+                .is_some_and(|l| l.ifindex == want)
+        };
+        let old = ifindex("lt2");
+        assert!(linked(old));
+
+        // Gone: the daemon is not ready (one of its ports is missing).
+        sh("ip link del lt2");
+        let until = |what: &str, ok: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ok() {
+                assert!(Instant::now() < deadline, "{what}:\n{}", daemon.logs());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        until("still ready with lt2 gone", &|| {
+            curl(&[&format!("{API}/ready")], None).0 == 503
+        });
+
+        // Back, with another index: attached again, ready again.
+        sh("ip link add lt2 type veth peer name lt3 && ip link set lt2 up && ip link set lt3 up");
+        let new = ifindex("lt2");
+        assert_ne!(new, old);
+        until("lt2 not attached again", &|| {
+            linked(new) && xdp_attached("lt2")
+        });
+        until("not ready again", &|| {
+            curl(&[&format!("{API}/ready")], None).0 == 200
+        });
+        assert!(
+            daemon.logs().contains("interface back: attached again"),
+            "{}",
+            daemon.logs()
+        );
+    });
+}
