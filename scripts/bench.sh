@@ -25,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 bash scripts/setup.sh || exit 1
-export PATH="$HOME/.cargo/bin:$PATH"
+. scripts/env.sh
 
 OUT=bench/results.md
 mkdir -p bench

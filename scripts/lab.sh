@@ -246,7 +246,7 @@ up() {
     fi
     if [ "$BUILD" = 1 ]; then
         bash "$REPO/scripts/setup.sh"
-        export PATH="$HOME/.cargo/bin:$PATH"
+        . "$REPO/scripts/env.sh"
         (cd "$REPO" && cargo build --quiet)
     fi
     mkdir -p "$STATE"

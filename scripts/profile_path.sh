@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "profile_path.sh: needs root (loads XDP programs, perf on CPU 1)" >&2; exit 1; }
 [ $# -ge 1 ] || { echo "usage: sudo scripts/profile_path.sh PATH-NAME [seconds]" >&2; exit 2; }
 command -v perf >/dev/null || { echo "profile_path.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
-export PATH="$HOME/.cargo/bin:$PATH"
+. scripts/env.sh
 only="$1"; secs="${2:-8}"
 bin=$(cargo bench --locked --bench packet --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "profile_path.sh: could not build the packet bench" >&2; exit 1; }

@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 
-PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make ethtool bpftool iproute2 curl procps python3 iperf3 nftables)
+PKGS=(clang-19 llvm-19 gcc libc6-dev libelf-dev zlib1g-dev pkg-config make ethtool bpftool iproute2 curl procps python3 iperf3 nftables)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -23,13 +23,11 @@ else
     echo "setup: system packages present"
 fi
 
+# shellcheck source=scripts/env.sh
+. "$(dirname "$0")/env.sh"
 if ! command -v cargo >/dev/null 2>&1; then
-    if [ -x "$HOME/.cargo/bin/cargo" ]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
-    else
-        echo "setup: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
-        exit 1
-    fi
+    echo "setup: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
 fi
 
 # bpffs is where the daemon pins its program and maps.

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+. scripts/env.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: the privileged tests need root (BPF programs, network namespaces)" >&2
