@@ -731,7 +731,10 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
         };
 
         // lethe tail, a filtered SSE reader, and one that never reads.
-        let tail = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        // Bounded (timeout(1)): a tail that never gets its 40 events must
+        // fail the test, not hang it.
+        let tail = Command::new("timeout")
+            .args(["60", env!("CARGO_BIN_EXE_lethe")])
             .args(["tail", "--vip", "web", "--count", "40"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -839,7 +842,8 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
         drop(stalled);
 
         // lethe tail follows the daemon across a restart.
-        let mut tail = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        let mut tail = Command::new("timeout")
+            .args(["60", env!("CARGO_BIN_EXE_lethe")])
             .args(["tail", "--kind", "config", "--count", "2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
