@@ -21,10 +21,16 @@ pub const MAX_WEIGHT: u32 = 65_535;
 /// Backend records in the data plane, over all VIPs. Half the map, so a
 /// whole new configuration can be written before the old one is released.
 pub const MAX_TOTAL_BACKENDS: usize = (abi::MAX_BACKENDS / 2) as usize;
-/// Table slots over all VIPs: 512 MiB of tables in the kernel (and as
-/// much again in the daemon's plan). Every VIP at the default size fits
-/// (1024 x 65537); a few at the largest size do too.
-pub const MAX_TOTAL_TABLE_SLOTS: u64 = 1 << 27;
+/// Kernel memory per table slot: tables are mmapable BPF arrays, whose
+/// elements take 8 bytes each (dataplane/table.rs `ELEM_STRIDE`) though a
+/// slot holds a 4-byte backend id.
+pub const TABLE_SLOT_BYTES: u64 = 8;
+/// Table slots over all VIPs: every VIP at the default size, 1024 x 65537
+/// = 2^26 + 1024 slots, ~512 MiB of tables in the kernel (8 bytes a slot)
+/// and half as much again in the daemon's plan (4). 64 VIPs at the
+/// largest size fit too. Not 2^26 exactly: that would refuse the last
+/// default-sized VIP by 1024 slots.
+pub const MAX_TOTAL_TABLE_SLOTS: u64 = abi::MAX_VIPS as u64 * DEFAULT_TABLE_SIZE as u64;
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest HTTP health-check path.
 pub const MAX_CHECK_PATH_LEN: usize = 1024;
@@ -144,8 +150,16 @@ fn default_weight() -> u32 {
 
 /// How a VIP's backends are probed. Stored and validated now; probing is
 /// the health-check issue's work.
+// `remote = "Self"`: the derived (de)serialisers are inherent functions,
+// which the trait impls below wrap, so that `kind: none` refuses unknown
+// fields too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    tag = "kind",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum HealthCheck {
     #[default]
     None,
@@ -182,6 +196,31 @@ pub enum HealthCheck {
         #[serde(default = "default_fall")]
         fall: u32,
     },
+}
+
+impl Serialize for HealthCheck {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        HealthCheck::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for HealthCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // serde's deny_unknown_fields does not reach a unit variant of an
+        // internally tagged enum: `{"kind": "none", "port": 80}` (a check
+        // half-written, or a typo of "tcp") would be taken as no check.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        if value.get("kind").and_then(|k| k.as_str()) == Some("none") {
+            if let Some(field) = value
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "kind"))
+            {
+                return Err(D::Error::unknown_field(field, &["kind"]));
+            }
+        }
+        HealthCheck::deserialize(value).map_err(D::Error::custom)
+    }
 }
 
 fn default_path() -> String {
@@ -253,6 +292,15 @@ pub enum ConfigError {
         backend: IpAddr,
         weight: u32,
     },
+    #[error("VIP {vip:?}: backend {backend} (weight {weight} of {total_weight} in all) would hold no slot of a table of {table_size}: a backend's share, table_size x weight / total weight, must be at least one slot; {remedy}")]
+    NoSlot {
+        vip: String,
+        backend: IpAddr,
+        weight: u32,
+        total_weight: u64,
+        table_size: u32,
+        remedy: String,
+    },
     #[error("VIP {vip:?}: backend {backend}: port 0 is not a destination port")]
     BadBackendPort { vip: String, backend: IpAddr },
     #[error("VIP {vip:?}: health check: {why}")]
@@ -273,8 +321,13 @@ pub enum ConfigError {
     TooManyVips { count: usize, max: usize },
     #[error("{count} backends over all VIPs exceed the data plane's {max}")]
     TooManyBackends { count: usize, max: usize },
-    #[error("tables of {slots} slots in all exceed the limit of {max} ({} MiB of maps): use smaller table_size values", (max * 4) >> 20)]
+    #[error("tables of {slots} slots in all ({} MiB of kernel maps at {TABLE_SLOT_BYTES} bytes a slot) exceed the limit of {max} slots ({} MiB): use smaller table_size values", mib(*slots), mib(*max))]
     TooManyTableSlots { slots: u64, max: u64 },
+}
+
+/// Kernel bytes of `slots` table slots, in MiB (rounded down).
+fn mib(slots: u64) -> u64 {
+    (slots * TABLE_SLOT_BYTES) >> 20
 }
 
 fn family_name(a: &IpAddr) -> &'static str {
@@ -290,6 +343,16 @@ fn check_address(what: &'static str, a: &IpAddr) -> Result<(), ConfigError> {
         _ if a.is_unspecified() => "it is unspecified",
         _ if a.is_multicast() => "it is multicast",
         IpAddr::V4(v4) if v4.is_broadcast() => "it is broadcast",
+        // Packets to a loopback address never leave the host: as a VIP no
+        // client reaches it through the interface, as a backend the
+        // packets would go out of the interface to an address no host on
+        // it answers to.
+        _ if a.is_loopback() => "it is loopback",
+        // ::ffff:a.b.c.d is an IPv4 address in an IPv6 socket's notation;
+        // on the wire it is no IPv6 address any host holds: write a.b.c.d.
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            "it is IPv4-mapped IPv6 (write the IPv4 address)"
+        }
         // fe80::/10 names no interface by itself: connects and route
         // lookups need a scope the configuration has no place for.
         IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
@@ -485,13 +548,64 @@ impl Vip {
                 });
             }
         }
-        Ok(())
+        self.check_shares()
+    }
+}
+
+impl Vip {
+    /// Every backend of non-zero weight holds a slot of every table built
+    /// of this VIP: all its backends, or the healthy ones. Its quota
+    /// (`maglev::quotas`) is at least its whole share of the table,
+    /// `maglev::floor_share`, which only grows as other backends go down;
+    /// so a share of one slot or more over all the backends is enough.
+    /// Less is refused, though the remainder may give it one slot with
+    /// every backend up: it loses that slot when another is down (weights
+    /// 3, 100, 5 in 31 slots: 1, 29, 1; without the 5: 0, 31). A backend
+    /// with none takes no traffic, silently, and a restarted daemon would
+    /// read its absence from the table as down (`control::adopt_health`).
+    fn check_shares(&self) -> Result<(), ConfigError> {
+        let weighted = || self.backends.iter().filter(|b| b.weight > 0);
+        let count = weighted().count();
+        if count > self.table_size as usize {
+            return Err(ConfigError::Table {
+                vip: self.name.clone(),
+                problem: maglev::MaglevError::TooManyBackends {
+                    backends: count,
+                    size: self.table_size,
+                },
+            });
+        }
+        let total: u64 = weighted().map(|b| u64::from(b.weight)).sum();
+        // The lightest backend has the smallest share (the first of them,
+        // in the document's order, is named).
+        let Some(least) = weighted().min_by_key(|b| b.weight) else {
+            return Ok(());
+        };
+        if maglev::floor_share(least.weight, total, self.table_size) >= 1 {
+            return Ok(());
+        }
+        // table_size x least >= total: every backend gets a slot.
+        let needed = total.div_ceil(u64::from(least.weight));
+        let prime =
+            (needed..=u64::from(maglev::MAX_TABLE_SIZE)).find(|&m| maglev::is_prime(m as u32));
+        let remedy = match prime {
+            Some(m) => format!("use a table_size of at least {m} or raise the lighter weights"),
+            None => "no table_size is large enough: raise the lighter weights".to_string(),
+        };
+        Err(ConfigError::NoSlot {
+            vip: self.name.clone(),
+            backend: least.address,
+            weight: least.weight,
+            total_weight: total,
+            table_size: self.table_size,
+            remedy,
+        })
     }
 }
 
 impl Config {
-    /// Checks everything that can be checked without touching the system.
-    /// Table sizes against backend counts are checked when tables are built.
+    /// Checks everything that can be checked without touching the system,
+    /// table sizes against backend counts and weights included.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.gue_port == 0 {
             return Err(ConfigError::BadGuePort);
@@ -667,6 +781,31 @@ mod tests {
             invalid(|c| c.vips[0].backends[0].address = "fe80::1".parse().unwrap()),
             ConfigError::BadAddress { why, .. } if why.contains("link-local")
         ));
+        for (vip, backend) in [
+            ("127.0.0.1", "10.0.1.1"),
+            ("10.100.0.1", "127.0.0.1"),
+            ("10.100.0.1", "127.255.0.9"),
+            ("::1", "2001:db8::1"),
+            ("2001:db8::100", "::1"),
+            ("::ffff:10.100.0.1", "2001:db8::1"),
+            ("2001:db8::100", "::ffff:10.0.1.1"),
+        ] {
+            assert!(
+                matches!(
+                    invalid(|c| {
+                        c.vips[0].address = vip.parse().unwrap();
+                        c.vips[0].backends[0].address = backend.parse().unwrap();
+                        c.vips[0].backends[1].address = if vip.contains(':') {
+                            "2001:db8::2".parse().unwrap()
+                        } else {
+                            "10.0.1.2".parse().unwrap()
+                        };
+                    }),
+                    ConfigError::BadAddress { why, .. } if why.contains("loopback") || why.contains("IPv4-mapped")
+                ),
+                "{vip} to {backend}"
+            );
+        }
         assert!(matches!(
             invalid(|c| c.vips[0].backends[1].address = c.vips[0].backends[0].address),
             ConfigError::DuplicateBackend { .. }
@@ -763,6 +902,127 @@ mod tests {
         full.validate().unwrap();
     }
 
+    /// The slot budget counts the kernel's 8 bytes a slot: ~512 MiB of
+    /// tables at most, 64 VIPs at the largest size (it once counted 4
+    /// bytes, allowed 2^27 slots: 1 GiB of kernel tables, 128 such VIPs).
+    #[test]
+    fn the_table_slot_budget_is_512_mib_of_kernel_tables() {
+        let at_largest = |n: u16| {
+            let mut c = web();
+            let v = c.vips[0].clone();
+            c.vips = (0..n)
+                .map(|i| Vip {
+                    name: format!("v{i}"),
+                    port: i + 1,
+                    table_size: maglev::MAX_TABLE_SIZE,
+                    ..v.clone()
+                })
+                .collect();
+            c.validate()
+        };
+        at_largest(64).unwrap();
+        let e = at_largest(65).expect_err("65 of the largest tables are over 512 MiB");
+        assert!(matches!(e, ConfigError::TooManyTableSlots { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("519 MiB of kernel maps at 8 bytes a slot"),
+            "{text}"
+        );
+        assert!(text.contains("(512 MiB)"), "{text}");
+        const { assert!(MAX_TOTAL_TABLE_SLOTS * TABLE_SLOT_BYTES <= (512 << 20) + (1 << 20)) };
+    }
+
+    fn with_weights(weights: &[u32], table_size: u32) -> Result<(), ConfigError> {
+        let mut c = web();
+        c.vips[0].table_size = table_size;
+        c.vips[0].backends = weights
+            .iter()
+            .zip(0u32..)
+            .map(|(&weight, i)| Backend {
+                address: IpAddr::V4((0x0a00_0100 + i).into()),
+                port: None,
+                weight,
+            })
+            .collect();
+        c.validate()
+    }
+
+    /// A backend of non-zero weight that `maglev::quotas` would leave
+    /// without a slot (once silently built) is refused, named, with a
+    /// table size that fits; every accepted VIP gives each such backend
+    /// a slot whichever of the others are down.
+    #[test]
+    fn every_weighted_backend_holds_a_slot() {
+        // The builder's quotas leave the lightest out with every backend
+        // up; [3, 100, 5] only once the 5 is down.
+        assert_eq!(maglev::quotas(&[100, 100, 1], 7), [4, 3, 0]);
+        assert!(maglev::quotas(&[65_535, 65_535, 1], 65_537).contains(&0));
+        assert_eq!(maglev::quotas(&[3, 100, 5], 31), [1, 29, 1]);
+        assert_eq!(maglev::quotas(&[3, 100], 31), [0, 31]);
+        for (weights, size, lightest, fits) in [
+            (&[100, 100, 1][..], 7, 2u32, "211"),
+            (&[65_535, 65_535, 1][..], 65_537, 2, "131071"),
+            (&[3, 100, 5][..], 31, 0, "37"),
+        ] {
+            match with_weights(weights, size) {
+                Err(e @ ConfigError::NoSlot { .. }) => {
+                    let ConfigError::NoSlot { backend, .. } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!(*backend, IpAddr::V4((0x0a00_0100 + lightest).into()));
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&format!("table_size of at least {fits} ")),
+                        "{text}"
+                    );
+                }
+                other => panic!("{weights:?} in {size}: {other:?}"),
+            }
+        }
+        // Drained backends hold no slot and need none.
+        with_weights(&[100, 100, 0], 7).unwrap();
+        with_weights(&[0, 0], 7).unwrap();
+        // Weights no table can hold.
+        let mut heavy = vec![65_535; 20];
+        heavy.push(1);
+        let e = with_weights(&heavy, maglev::MAX_TABLE_SIZE).unwrap_err();
+        assert!(
+            e.to_string().contains("no table_size is large enough"),
+            "{e}"
+        );
+        // More backends than slots.
+        assert!(matches!(
+            with_weights(&[1; 8], 7),
+            Err(ConfigError::Table { .. })
+        ));
+        // Whatever is accepted, the builder's quotas give every backend a
+        // slot, with all up and with any of them down.
+        let choices = [1, 2, 3, 5, 100, 65_535];
+        let mut accepted = 0;
+        for size in [7, 13, 31, 251] {
+            for code in 0..choices.len().pow(4) {
+                let weights: Vec<u32> = (0..4)
+                    .map(|k| choices[code / choices.len().pow(k) % choices.len()])
+                    .collect();
+                if with_weights(&weights, size).is_err() {
+                    continue;
+                }
+                accepted += 1;
+                for mask in 1u32..16 {
+                    let up: Vec<u32> = (0..4)
+                        .filter(|&k| mask & (1 << k) != 0)
+                        .map(|k| weights[k as usize])
+                        .collect();
+                    assert!(
+                        !maglev::quotas(&up, size).contains(&0),
+                        "{weights:?} in {size}, up {up:?}"
+                    );
+                }
+            }
+        }
+        assert!(accepted > 1000, "{accepted}");
+    }
+
     #[test]
     fn health_check_limits() {
         let bad = |hc: &str| {
@@ -806,6 +1066,37 @@ mod tests {
         ));
         let unknown = r#"{"kind": "tcp", "interval": 5}"#;
         assert!(serde_json::from_str::<HealthCheck>(unknown).is_err());
+    }
+
+    /// `kind: none` takes no other field (they were once ignored: a check
+    /// half-written was taken as none), and still reads and writes as
+    /// `{"kind": "none"}`, alone or in a VIP, as saved configs hold it.
+    #[test]
+    fn a_none_health_check_refuses_other_fields() {
+        for bad in [
+            r#"{"kind": "none", "port": 80}"#,
+            r#"{"kind": "none", "interval_ms": 1000, "rise": 2}"#,
+        ] {
+            let e = serde_json::from_str::<HealthCheck>(bad).expect_err(bad);
+            assert!(e.to_string().contains("unknown field"), "{e}");
+        }
+        let in_vip = r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80,
+            "protocol": "tcp", "health_check": {"kind": "none", "path": "/"}}]}"#;
+        assert!(serde_json::from_str::<Config>(in_vip).is_err());
+        let none: HealthCheck = serde_json::from_str(r#"{"kind": "none"}"#).unwrap();
+        assert_eq!(none, HealthCheck::None);
+        assert_eq!(serde_json::to_string(&none).unwrap(), r#"{"kind":"none"}"#);
+        let tcp: HealthCheck = serde_json::from_str(r#"{"kind": "tcp", "port": 22}"#).unwrap();
+        assert_eq!(tcp.port(), Some(22));
+        let again: HealthCheck =
+            serde_json::from_str(&serde_json::to_string(&tcp).unwrap()).unwrap();
+        assert_eq!(again, tcp);
+        assert!(serde_json::from_str::<HealthCheck>(r#"{"port": 22}"#).is_err());
+        let saved = parse(
+            r#"{"vips": [{"name": "a", "address": "10.0.0.1", "port": 80,
+            "protocol": "tcp", "health_check": {"kind": "none"}}]}"#,
+        );
+        assert_eq!(saved.vips[0].health_check, HealthCheck::None);
     }
 
     #[test]

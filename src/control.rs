@@ -31,12 +31,40 @@ pub enum ControlError {
     Edit(#[from] EditError),
     #[error("the configuration changed since the ETag {given} (now {current})")]
     PreconditionFailed { given: String, current: String },
-    #[error("the data plane refused the change; the previous state was restored")]
+    /// The data plane refused a change, or the task applying it failed;
+    /// `restored`: whether the maps were put back as they were.
+    #[error("the data plane refused the change; {}", restored_note(*restored))]
+    Refused {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        restored: bool,
+    },
+    /// The change is in the maps but could not be saved; `restored`:
+    /// whether the maps were put back as they were.
+    #[error("the change could not be saved; {}", restored_note(*restored))]
+    Store {
+        #[source]
+        source: StoreError,
+        restored: bool,
+    },
+    /// The data plane failed to do something other than apply a change
+    /// (start, read counters or a table, trace).
+    #[error("the data plane failed")]
     Dataplane(#[source] DataplaneError),
-    #[error("the change could not be saved; the previous state was restored")]
-    Store(#[source] StoreError),
     #[error("a data plane task failed: {0}")]
     Task(String),
+}
+
+/// What a failed change left in the maps, for its error: a client told
+/// "restored" when the restore failed too would trust maps that may hold
+/// part of the change.
+fn restored_note(restored: bool) -> &'static str {
+    if restored {
+        "the previous state was restored"
+    } else {
+        "the previous state could not be restored: the maps may hold part of the change; \
+         the next change or a restart puts them right"
+    }
 }
 
 /// The current desired state and what it was built into.
@@ -494,7 +522,7 @@ impl Controller {
     ) -> Result<Snapshot, ControlError> {
         let mut current = self.current.lock().await;
         if let Some(given) = if_match {
-            if given != "*" && given != current.etag {
+            if !if_match_allows(given, &current.etag) {
                 return Err(ControlError::PreconditionFailed {
                     given: given.to_string(),
                     current: current.etag.clone(),
@@ -510,9 +538,17 @@ impl Controller {
 
         let started = Instant::now();
         let (dp, new_plan) = (self.dp.clone(), plan.clone());
-        if let Err(e) = blocking(move || dp.apply(&new_plan)).await? {
-            self.restore(&current.plan).await;
-            return Err(ControlError::Dataplane(e));
+        // A panic in the apply (a task error) may have left it half-done,
+        // as a refusal may: restored alike.
+        let failure: Option<Box<dyn std::error::Error + Send + Sync>> =
+            match blocking(move || dp.apply(&new_plan)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Box::new(e)),
+                Err(e) => Some(Box::new(e)),
+            };
+        if let Some(source) = failure {
+            let restored = self.restore(&current.plan).await;
+            return Err(ControlError::Refused { source, restored });
         }
         let sync = started.elapsed();
         // New backends: have the kernel resolve their next hops now, before
@@ -525,9 +561,9 @@ impl Controller {
             tokio::task::spawn_blocking(move || crate::neighbours::warm(fresh));
         }
         if let Some(store) = &self.store {
-            if let Err(e) = store.save(&next) {
-                self.restore(&current.plan).await;
-                return Err(ControlError::Store(e));
+            if let Err(source) = store.save(&next) {
+                let restored = self.restore(&current.plan).await;
+                return Err(ControlError::Store { source, restored });
             }
         }
         self.stats
@@ -567,15 +603,20 @@ impl Controller {
         Ok(current.clone())
     }
 
-    /// Puts the maps back as `plan` says, after a failed change.
-    async fn restore(&self, plan: &Arc<Plan>) {
+    /// Puts the maps back as `plan` says, after a failed change. False
+    /// when that failed too: the failed change's error says so.
+    async fn restore(&self, plan: &Arc<Plan>) -> bool {
         let (dp, plan) = (self.dp.clone(), plan.clone());
         match blocking(move || dp.apply(&plan)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                tracing::error!(error = %error_chain(&e), "restoring the previous state failed")
+                tracing::error!(error = %error_chain(&e), "restoring the previous state failed");
+                false
             }
-            Err(e) => tracing::error!(error = %e, "restoring the previous state failed"),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "restoring the previous state failed");
+                false
+            }
         }
     }
 
@@ -654,6 +695,11 @@ fn down_set(book: &HealthBook) -> Down {
 
 /// Health as the kernel's tables left it: a checked backend of non-zero
 /// weight that holds no slot was down when the previous daemon stopped.
+/// Rounding cannot leave one out: validation refuses a backend whose share
+/// is under one slot (`Vip::check_shares`), and a share only grows as
+/// others go down, so every table built (all backends, or the healthy
+/// ones) gives each such backend a slot. Weight 0: out of every table,
+/// never down for it.
 /// For a VIP the maps hold no table of (fresh maps: a move to another
 /// layout, a reboot), the down backends saved last (`saved_down`).
 fn adopt_health(dp: &Dataplane, config: &Config, saved_down: &[(String, IpAddr)]) -> HealthBook {
@@ -686,6 +732,49 @@ fn adopt_health(dp: &Dataplane, config: &Config, saved_down: &[(String, IpAddr)]
         }
     }
     book
+}
+
+/// Whether `If-Match: value` lets a change through when the
+/// configuration's ETag is `current` (RFC 9110 13.1.1): `*`, or a list of
+/// entity tags one of which is `current`, compared strongly (a weak tag,
+/// `W/"..."`, never matches). A value that is no such list, or holds
+/// anything but visible ASCII (obs-text, which the API decodes lossily),
+/// matches nothing: a precondition that cannot be read is not met.
+pub fn if_match_allows(value: &str, current: &str) -> bool {
+    const OWS: [char; 2] = [' ', '\t'];
+    let value = value.trim_matches(OWS);
+    if value == "*" {
+        return true;
+    }
+    let mut matched = false;
+    // The list rule allows empty elements: `"a", , "b"`.
+    let mut rest = value.trim_start_matches([' ', '\t', ',']);
+    while !rest.is_empty() {
+        let (weak, tagged) = match rest.strip_prefix("W/") {
+            Some(t) => (true, t),
+            None => (false, rest),
+        };
+        let Some(body) = tagged.strip_prefix('"') else {
+            return false;
+        };
+        let Some(end) = body.find('"') else {
+            return false;
+        };
+        // etagc, without obs-text.
+        if !body[..end]
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        {
+            return false;
+        }
+        matched |= !weak && tagged[..end + 2] == *current;
+        let after = body[end + 1..].trim_start_matches(OWS);
+        if !(after.is_empty() || after.starts_with(',')) {
+            return false;
+        }
+        rest = after.trim_start_matches([' ', '\t', ',']);
+    }
+    matched
 }
 
 fn ms(d: Duration) -> f64 {

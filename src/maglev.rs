@@ -173,15 +173,22 @@ fn identity_hash(addr: &IpAddr) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Slots per backend: floor shares, then the rounding remainder to the
-/// backends that overshoot least. `weights` are non-zero.
-fn quotas(weights: &[u32], size: u32) -> Vec<u32> {
+/// A backend's whole share of `size` slots, `floor(size * w / total)`:
+/// what `quotas` gives it before the rounding remainder, so never more
+/// than its quota. Configuration validation asks it of every backend.
+pub(crate) fn floor_share(weight: u32, total: u64, size: u32) -> u32 {
     // size * w < 2^20 * 2^32 and total < 2^20 * 2^32: u64 is exact, and
     // spares a 128-bit division per backend.
+    (u64::from(size) * u64::from(weight) / total) as u32
+}
+
+/// Slots per backend: floor shares, then the rounding remainder to the
+/// backends that overshoot least. `weights` are non-zero.
+pub(crate) fn quotas(weights: &[u32], size: u32) -> Vec<u32> {
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     let mut quota: Vec<u32> = weights
         .iter()
-        .map(|&w| (u64::from(size) * u64::from(w) / total) as u32)
+        .map(|&w| floor_share(w, total, size))
         .collect();
     let assigned: u64 = quota.iter().map(|&q| u64::from(q)).sum();
     let left = (u64::from(size) - assigned) as usize;

@@ -318,6 +318,19 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // traffic now would all be removed. Not without the operator's say.
     let store = Store::new(opts.state_dir.join(&opts.instance));
     let saved = store.load()?;
+    // Checked before anything changes: a configuration an earlier version
+    // accepted and this one refuses (a rule added since) would stop the
+    // start half-way, after the links moved to this program.
+    if let Some(config) = &saved {
+        config.validate().with_context(|| {
+            format!(
+                "the saved configuration {} is refused by this version (the pinned program \
+                 keeps forwarding as it is): correct the file, or start the version that \
+                 wrote it and change it over the API",
+                store.path().display()
+            )
+        })?;
+    }
     if saved.is_none() {
         let pinned = pin::pinned_vips(&dir).context("counting the pinned VIPs")?;
         if pinned > 0 {

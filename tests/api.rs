@@ -5,6 +5,8 @@
 //!
 //! Privileged: the controller writes real BPF maps. Run by scripts/test.sh.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,10 +36,14 @@ impl Drop for App {
 }
 
 async fn app(token: Option<&str>) -> App {
+    app_on(Dataplane::load().expect("load XDP program"), token).await
+}
+
+async fn app_on(dp: Dataplane, token: Option<&str>) -> App {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let state_dir = std::env::temp_dir().join(format!("lethe-api-test-{}-{n}", std::process::id()));
-    let dp = Arc::new(Dataplane::load().expect("load XDP program"));
+    let dp = Arc::new(dp);
     let control = Arc::new(
         Controller::start(dp, Some(Store::new(&state_dir)), Config::default())
             .await
@@ -420,6 +426,51 @@ async fn bad_input_is_refused_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
+            "loopback backend",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| v["backends"][0]["address"] = json!("127.0.0.1"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "IPv4-mapped IPv6 VIP",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(
+                json!({"vips": [{"name": "m", "address": "::ffff:10.100.0.9", "port": 80,
+                                  "protocol": "tcp", "backends": [{"address": "fd00::1"}]}]}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a backend whose weight rounds to no slot",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| {
+                v["table_size"] = json!(7);
+                v["backends"] = json!([{"address": "10.0.1.1", "weight": 100},
+                                       {"address": "10.0.1.2", "weight": 100},
+                                       {"address": "10.0.1.3", "weight": 1}]);
+            })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a backend added whose weight leaves another no slot (POST)",
+            Method::POST,
+            "/v1/vips/web/backends".into(),
+            Some(json!({"address": "10.0.1.3", "weight": 65535})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a health check of kind none with other fields",
+            Method::PUT,
+            "/v1/config".into(),
+            Some(with(&|v| {
+                v["health_check"] = json!({"kind": "none", "port": 80})
+            })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
             "mixed-family dsr backend",
             Method::PUT,
             "/v1/config".into(),
@@ -582,6 +633,27 @@ async fn bad_input_is_refused_and_changes_nothing() {
             Method::PATCH,
             "/v1/vips/web/backends/not-an-ip".into(),
             Some(json!({"weight": 2})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "VIP name in the path not UTF-8",
+            Method::GET,
+            "/v1/vips/%FF".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "VIP name in the path not UTF-8 (PATCH)",
+            Method::PATCH,
+            "/v1/vips/%FF%FE".into(),
+            Some(json!({"sticky": true})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "backend address in the path not UTF-8",
+            Method::DELETE,
+            "/v1/vips/web/backends/%C0".into(),
+            None,
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -801,6 +873,79 @@ async fn a_change_whose_client_hangs_up_still_completes() {
     assert_eq!(saved, snap.config);
 }
 
+/// If-Match takes a list of ETags (RFC 9110 13.1.1): a change goes
+/// through when any strong one is current (one that was not first was
+/// refused, 412); weak tags, malformed lists and values that are not text
+/// match nothing.
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF); run by scripts/test.sh"]
+async fn if_match_takes_a_list_of_etags() {
+    let app = app(None).await;
+    let r = app.call(Method::POST, "/v1/vips", Some(web()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Each a real change: sticky flips.
+    let patch = |if_match: Vec<u8>| {
+        let app = &app;
+        async move {
+            let sticky = app.control.snapshot().await.config.vips[0].sticky;
+            let req = Request::builder()
+                .method(Method::PATCH)
+                .uri("/v1/vips/web")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::IF_MATCH,
+                    axum::http::HeaderValue::from_bytes(&if_match).unwrap(),
+                )
+                .body(Body::from(json!({ "sticky": !sticky }).to_string()))
+                .unwrap();
+            app.send(req).await
+        }
+    };
+    let other = "\"0000000000000000\"";
+    let allowed: [&dyn Fn(&str) -> String; 5] = [
+        &|c| c.to_string(),
+        &|_| "*".to_string(),
+        &|c| format!("{other}, {c}"),
+        &|c| format!("{c},{other}"),
+        &|c| format!(" W/{other} ,, {c} "),
+    ];
+    for value in allowed {
+        let before = app.etag().await;
+        let h = value(&before);
+        let r = patch(h.clone().into_bytes()).await;
+        assert_eq!(r.status, StatusCode::OK, "If-Match: {h}: {}", r.text);
+        assert_ne!(app.etag().await, before, "If-Match: {h}");
+    }
+    let refused: [&dyn Fn(&str) -> String; 7] = [
+        &|_| format!("{other}, \"1111111111111111\""),
+        &|c| format!("W/{c}"),
+        &|c| format!("{other}, W/{c}"),
+        &|c| format!("{c} junk"),
+        &|c| format!("{c}, *"),
+        &|c| c[..c.len() - 1].to_string(),
+        &|_| String::new(),
+    ];
+    for value in refused {
+        let before = app.etag().await;
+        let h = value(&before);
+        let r = patch(h.clone().into_bytes()).await;
+        assert_problem(
+            &r,
+            StatusCode::PRECONDITION_FAILED,
+            &format!("If-Match: {h}"),
+        );
+        assert_eq!(app.etag().await, before, "If-Match: {h}");
+    }
+    // A list with bytes that are not text, though it names the current
+    // ETag: not read, so not met.
+    let current = app.etag().await;
+    let mut value = b"\"\xff\", ".to_vec();
+    value.extend_from_slice(current.as_bytes());
+    let r = patch(value).await;
+    assert_problem(&r, StatusCode::PRECONDITION_FAILED, "If-Match not text");
+    assert_eq!(app.etag().await, current);
+}
+
 /// A change whose configuration cannot be saved is refused (500) and
 /// changes nothing: the maps go back as they were, the ETag stays.
 #[tokio::test]
@@ -859,4 +1004,63 @@ async fn a_change_that_cannot_be_saved_changes_nothing() {
     std::fs::remove_file(&app.state_dir).unwrap();
     std::fs::create_dir_all(&app.state_dir).unwrap();
     std::fs::write(app.state_dir.join("config.json"), &saved).unwrap();
+}
+
+/// A change the data plane refuses (the kernel: the outer table maps are
+/// frozen, so no new table can be published) is a 500 that says what the
+/// maps hold: here the previous state, put back; the change is neither
+/// recorded nor saved.
+#[tokio::test]
+#[ignore = "privileged: needs root (BPF, bpffs); run by scripts/test.sh"]
+async fn a_change_the_data_plane_refuses_says_what_the_maps_hold() {
+    let pins = common::pins::PinDir::new("apirefused");
+    let app = app_on(Dataplane::load_pinned(&pins.0).unwrap(), None).await;
+    let r = app.call(Method::POST, "/v1/vips", Some(web()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let before = app.control.snapshot().await;
+    let key = before.plan.vips[0].key();
+    let table = app.control.dataplane().published_table(&key).unwrap();
+    let saved = app.saved();
+    for name in ["tables", "tables_fixed"] {
+        common::pins::freeze(&pins.0, name);
+    }
+    let other = json!({"name": "api", "address": "10.100.0.2", "port": 443, "protocol": "tcp",
+                       "backends": [{"address": "10.0.1.3"}]});
+    let r = app.call(Method::POST, "/v1/vips", Some(other), &[]).await;
+    assert_problem(&r, StatusCode::INTERNAL_SERVER_ERROR, "refused");
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the data plane refused the change; "),
+        "{detail}"
+    );
+    let after = app.control.snapshot().await;
+    assert_eq!(after.etag, before.etag);
+    assert_eq!(app.saved(), saved);
+    // The restore is an apply of the previous plan: whether one works on
+    // these maps now is whether it did. A 500 that claims the previous
+    // state is back when it is not (as it once did whatever happened)
+    // fails here.
+    let dp = app.control.dataplane().clone();
+    let plan = before.plan.clone();
+    let restorable = tokio::task::spawn_blocking(move || dp.apply(&plan))
+        .await
+        .unwrap()
+        .is_ok();
+    if restorable {
+        assert!(
+            detail.contains("; the previous state was restored"),
+            "{detail}"
+        );
+        assert_eq!(
+            app.control.dataplane().published_table(&key).unwrap(),
+            table
+        );
+    } else {
+        assert!(
+            detail.contains(
+                "; the previous state could not be restored: the maps may hold part of the change"
+            ),
+            "{detail}"
+        );
+    }
 }

@@ -1223,6 +1223,26 @@ fn a_start_that_fails_detaches_what_it_attached_and_a_kept_mode_is_told() {
     in_new_netns(move || {
         let _topo = Topology::create();
         let dir = daemon.pin_dir();
+        // A saved configuration this version refuses (written by hand, or
+        // accepted by an earlier version): refused before anything is
+        // loaded or attached.
+        let saved = daemon.state_dir.join(&daemon.instance);
+        std::fs::create_dir_all(&saved).unwrap();
+        let loopback = json!({"vips": [{"name": "web", "address": "10.100.0.1", "port": 80,
+                                        "protocol": "tcp", "backends": [{"address": "127.0.0.1"}]}]});
+        std::fs::write(saved.join("config.json"), loopback.to_string()).unwrap();
+        let mut child = Daemon::start(&daemon.instance, &daemon.state_dir, &daemon.log);
+        let status = exit_of(&mut child, "a start with a refused saved configuration");
+        assert!(!status.success(), "{}", daemon.logs());
+        assert!(
+            daemon.logs().contains("is refused by this version"),
+            "{}",
+            daemon.logs()
+        );
+        assert!(!xdp_attached("lt0"));
+        assert!(pin::links(&dir).is_empty());
+        std::fs::remove_file(saved.join("config.json")).unwrap();
+
         // lo has no native XDP: the start fails after lt0 is attached.
         let mut child = Daemon::spawn(
             &daemon.instance,

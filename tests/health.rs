@@ -5,7 +5,8 @@
 //! in the API views; a restarted controller keeps down backends down.
 //!
 //! Privileged: the controller writes real BPF maps; listeners live on
-//! loopback addresses inside the test's own network namespace.
+//! addresses of the loopback device inside the test's own network
+//! namespace.
 
 mod common;
 
@@ -28,12 +29,25 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use common::netns::in_new_netns;
+use common::netns::{in_new_netns, sh};
 
 const INTERVAL_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 100;
 const RISE: u64 = 2;
 const FALL: u64 = 3;
+
+/// The test's own network namespace, with the backends' addresses on its
+/// loopback device (a loopback address is refused as a backend: the data
+/// plane would send its packets out of an interface).
+fn in_backend_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    in_new_netns(move || {
+        sh(
+            "ip addr add 10.99.0.11/32 dev lo && ip addr add 10.99.0.12/32 dev lo \
+            && ip addr add 10.99.0.13/32 dev lo",
+        );
+        f()
+    })
+}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -71,8 +85,8 @@ fn config(check: serde_json::Value) -> Config {
     serde_json::from_value(json!({"vips": [{
         "name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "table_size": 7919,
         "health_check": check,
-        "backends": [{"address": "127.0.0.11", "port": 8080}, {"address": "127.0.0.12", "port": 8080},
-                     {"address": "127.0.0.13", "port": 8080}]}]}))
+        "backends": [{"address": "10.99.0.11", "port": 8080}, {"address": "10.99.0.12", "port": 8080},
+                     {"address": "10.99.0.13", "port": 8080}]}]}))
     .unwrap()
 }
 
@@ -147,9 +161,9 @@ fn runtime<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn a_stopped_backend_leaves_and_returns_and_others_keep_their_flows() {
-    in_new_netns(|| {
+    in_backend_netns(|| {
         runtime(async {
-            let servers: Vec<JoinHandle<()>> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+            let servers: Vec<JoinHandle<()>> = ["10.99.0.11", "10.99.0.12", "10.99.0.13"]
                 .iter()
                 .map(|a| serve(a, None))
                 .collect();
@@ -165,7 +179,7 @@ fn a_stopped_backend_leaves_and_returns_and_others_keep_their_flows() {
 
             let before = control.snapshot().await.plan.clone();
             let flows_before = picks(&before);
-            let b2 = ip("127.0.0.12");
+            let b2 = ip("10.99.0.12");
             assert!(slots_of(&control, b2).await > 0);
 
             // Stop .12's server: out within fall x interval (+ one timeout).
@@ -225,7 +239,7 @@ fn a_stopped_backend_leaves_and_returns_and_others_keep_their_flows() {
             assert!(saw_down, "no health event for the down backend");
 
             // Back: within rise x interval, and exactly the old table.
-            let _again = serve("127.0.0.12", None);
+            let _again = serve("10.99.0.12", None);
             let budget = Duration::from_millis(RISE * INTERVAL_MS + TIMEOUT_MS);
             let took = until(budget + Duration::from_secs(2), || async {
                 slots_of(&control, b2).await > 0
@@ -278,10 +292,10 @@ fn a_stopped_backend_leaves_and_returns_and_others_keep_their_flows() {
 #[test]
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
-    in_new_netns(|| {
+    in_backend_netns(|| {
         runtime(async {
             let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
-            let _s: Vec<JoinHandle<()>> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+            let _s: Vec<JoinHandle<()>> = ["10.99.0.11", "10.99.0.12", "10.99.0.13"]
                 .iter()
                 .map(|a| serve(a, Some(status.clone())))
                 .collect();
@@ -338,7 +352,7 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
 
             // One backend down when the daemon "restarts": the new controller
             // reads it from the kernel's table and keeps it down.
-            let one = ip("127.0.0.11");
+            let one = ip("10.99.0.11");
             let mut c = config(check.clone());
             c.vips[0].health_check = serde_json::from_value(
                 json!({"kind": "tcp", "port": 9, "interval_ms": 60000, "timeout_ms": 100}),
@@ -391,10 +405,10 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
 #[test]
 #[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
 fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
-    in_new_netns(|| {
+    in_backend_netns(|| {
         runtime(async {
             // .12 has no server: it goes down.
-            let _s: Vec<JoinHandle<()>> = ["127.0.0.11", "127.0.0.13"]
+            let _s: Vec<JoinHandle<()>> = ["10.99.0.11", "10.99.0.13"]
                 .iter()
                 .map(|a| serve(a, None))
                 .collect();
@@ -404,7 +418,7 @@ fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
             let mut events = control.events.subscribe();
             let cancel = CancellationToken::new();
             let checks = tokio::spawn(health::supervise(control.clone(), cancel.clone()));
-            let b2 = ip("127.0.0.12");
+            let b2 = ip("10.99.0.12");
             until(Duration::from_secs(5), || async {
                 slots_of(&control, b2).await == 0
             })
@@ -422,7 +436,7 @@ fn changes_announce_fail_open_and_an_unchecked_vip_has_no_down_backends() {
             // /metrics says so, each family's samples after its own header.
             let metrics = metrics_text(&control).await;
             assert!(
-                metrics.contains(r#"lethe_backend_up{vip="web",backend="127.0.0.12"} 0"#),
+                metrics.contains(r#"lethe_backend_up{vip="web",backend="10.99.0.12"} 0"#),
                 "{metrics}"
             );
             let mut family = String::new();
@@ -523,7 +537,7 @@ fn freeze(path: &std::path::Path) {
 fn a_health_change_the_data_plane_refuses_is_retried() {
     let pins = common::pins::PinDir::new("healthretry");
     let dir = pins.0.clone();
-    in_new_netns(move || {
+    in_backend_netns(move || {
         runtime(async move {
             let dp = Arc::new(Dataplane::load_pinned(&dir).unwrap());
             let c =
@@ -532,7 +546,7 @@ fn a_health_change_the_data_plane_refuses_is_retried() {
             for name in ["tables", "tables_fixed"] {
                 freeze(&dir.join(name));
             }
-            let one = ip("127.0.0.11");
+            let one = ip("10.99.0.11");
             let spec = health::checks(&c)
                 .remove(&("web".to_string(), one))
                 .unwrap();

@@ -76,7 +76,10 @@ impl From<ControlError> for ApiError {
             ControlError::PreconditionFailed { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "etag-mismatch", detail)
             }
-            ControlError::Dataplane(_) | ControlError::Store(_) | ControlError::Task(_) => {
+            ControlError::Refused { .. }
+            | ControlError::Store { .. }
+            | ControlError::Dataplane(_)
+            | ControlError::Task(_) => {
                 tracing::error!(error = %detail, "change failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
             }
@@ -157,6 +160,31 @@ where
                 Err(ApiError::bad_request("invalid-query", r.body_text()))
             }
             Err(r) => Err(ApiError::bad_request("invalid-query", r.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are problems: 400 for a segment that is not
+/// UTF-8 once percent-decoded (`/v1/vips/%FF`) or not a `T`; axum's own
+/// answer is text/plain.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            // The route and the handler disagree (a 500): the server's
+            // fault, named as such.
+            Err(r) if r.status().is_server_error() => {
+                Err(ApiError::new(r.status(), "internal", r.body_text()))
+            }
+            Err(r) => Err(ApiError::bad_request("invalid-path", r.body_text())),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -23,7 +23,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, OpenApi};
 
-pub use error::{ApiError, ApiJson, ApiQuery, Problem};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 pub use views::*;
 
 use crate::config::{Backend, Config, Protocol, Vip};
@@ -114,9 +114,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The If-Match header's value. One that is not text (obs-text bytes)
-/// matches no ETag: the change is refused (412), never applied as if the
-/// header were absent.
+/// The If-Match header's value, a list of ETags (`control::if_match_allows`).
+/// One that is not text (obs-text bytes) matches no ETag: the change is
+/// refused (412), never applied as if the header were absent.
 fn if_match(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::IF_MATCH)
@@ -174,7 +174,7 @@ async fn get_config(State(s): State<ApiState>) -> Response {
         (status = 409, description = "A nat backend would serve two VIPs; nothing changed", body = Problem),
         (status = 412, description = "The ETag did not match", body = Problem),
         (status = 422, description = "Invalid configuration; nothing changed", body = Problem),
-        (status = 500, description = "Could not be applied or saved; the previous state is back", body = Problem)))]
+        (status = 500, description = "Could not be applied or saved; the detail says whether the previous state is back", body = Problem)))]
 async fn put_config(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -217,7 +217,7 @@ async fn add_vip(
     responses((status = 200, body = Vip), (status = 404, body = Problem)))]
 async fn get_vip(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let snap = s.control.snapshot().await;
     let vip = find_vip(&snap, &name)?;
@@ -229,7 +229,7 @@ async fn get_vip(
               (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn patch_vip(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<VipPatch>,
 ) -> Result<Response, ApiError> {
@@ -242,7 +242,7 @@ async fn patch_vip(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
 async fn delete_vip(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let snap = change(&s, &headers, Change::DeleteVip(name)).await?;
@@ -253,7 +253,7 @@ async fn delete_vip(
     responses((status = 200, body = Vec<BackendView>), (status = 404, body = Problem)))]
 async fn list_backends(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let snap = s.control.snapshot().await;
     let views = backend_views(&snap, &s.control.health(), &name)?;
@@ -265,7 +265,7 @@ async fn list_backends(
               (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn add_backend(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(backend): ApiJson<Backend>,
 ) -> Result<Response, ApiError> {
@@ -284,7 +284,7 @@ async fn add_backend(
     responses((status = 200, body = BackendView), (status = 404, body = Problem)))]
 async fn get_backend(
     State(s): State<ApiState>,
-    Path((name, address)): Path<(String, String)>,
+    ApiPath((name, address)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let address = parse_address(&address)?;
     let snap = s.control.snapshot().await;
@@ -298,7 +298,7 @@ async fn get_backend(
               (status = 412, body = Problem), (status = 422, body = Problem), (status = 500, body = Problem)))]
 async fn patch_backend(
     State(s): State<ApiState>,
-    Path((name, address)): Path<(String, String)>,
+    ApiPath((name, address)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<BackendPatch>,
 ) -> Result<Response, ApiError> {
@@ -318,7 +318,7 @@ async fn patch_backend(
     responses((status = 204, description = "Deleted"), (status = 404, body = Problem)))]
 async fn delete_backend(
     State(s): State<ApiState>,
-    Path((name, address)): Path<(String, String)>,
+    ApiPath((name, address)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let address = parse_address(&address)?;
@@ -332,7 +332,7 @@ async fn delete_backend(
     responses((status = 200, body = TableView), (status = 404, body = Problem)))]
 async fn get_table(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<TableView>, ApiError> {
     let snap = s.control.snapshot().await;
     find_vip(&snap, &name)?;
