@@ -566,6 +566,24 @@ impl Controller {
                 return Err(ControlError::Store { source, restored });
             }
         }
+        // The saved down backends, less those this change took out of
+        // checking (VIP deleted, backend removed, check off): kept, a VIP
+        // made again with one of them would start with it down after a
+        // restart onto fresh maps. Written only then: most changes leave
+        // the set as it is, and a save costs an fsync.
+        let still: Down = down
+            .iter()
+            .filter(|(vip, addr)| {
+                next.vip(vip).is_some_and(|v| {
+                    v.health_check.timing().is_some()
+                        && v.backends.iter().any(|b| b.address == *addr)
+                })
+            })
+            .cloned()
+            .collect();
+        if still.len() != down.len() {
+            self.save_down(&still);
+        }
         self.stats
             .last_build_us
             .store(plan.build_time.as_micros() as u64, Ordering::Relaxed);

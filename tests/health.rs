@@ -385,16 +385,26 @@ fn http_checks_follow_the_status_and_a_restart_keeps_down_backends_down() {
             // A restart onto fresh maps (a move to another layout): no table
             // to read, the saved health says who was down.
             let fresh = Arc::new(Dataplane::load().unwrap());
-            let moved = Controller::start(fresh, Some(Store::new(&state)), c)
+            let moved = Arc::new(
+                Controller::start(fresh, Some(Store::new(&state)), c)
+                    .await
+                    .unwrap(),
+            );
+            let down = moved.snapshot().await.plan.vips[0].down.clone();
+            // The VIP deleted: its down backend leaves the saved health
+            // too (else a VIP made again would start with it down).
+            moved
+                .change(Change::DeleteVip("web".into()), None)
                 .await
                 .unwrap();
-            let down = moved.snapshot().await.plan.vips[0].down.clone();
+            let saved_down = Store::new(&state).load_down().unwrap();
             std::fs::remove_dir_all(&state).unwrap();
             assert_eq!(
                 down,
                 vec![one],
                 "a move to fresh maps put a down backend back"
             );
+            assert!(saved_down.is_empty(), "{saved_down:?}");
         })
     });
 }
