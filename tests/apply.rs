@@ -19,6 +19,7 @@ use lethe::plan::Plan;
 use common::config::fixture_config;
 use common::netns::in_new_netns;
 use common::packets::Flow;
+use common::pins::{freeze, PinDir};
 use common::topology::Topology;
 
 fn addr(s: &str) -> IpAddr {
@@ -611,5 +612,228 @@ fn a_backend_renumbered_keeps_its_counters() {
         dp.apply(&Plan::new(&none).unwrap()).unwrap();
         dp.apply(&pa).unwrap();
         assert_eq!(dp.backend_counter(&key, x).unwrap().unwrap().packets, 0);
+    });
+}
+
+/// A change that removes a VIP and changes another's table, refused by the
+/// kernel (the outer table maps frozen), loses nothing: the removed VIP
+/// still sends each flow where it did, counting under the same id, the
+/// other keeps its table, and the restore that follows a failed change
+/// (the plan before, applied again) succeeds while the refusal lasts. The
+/// removed VIP used to leave the index before the rest was even tried.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_refused_change_that_removes_a_vip_loses_nothing() {
+    let pins = PinDir::new("refusedremoval");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        let mut both = fixture_config();
+        both.vips
+            .retain(|v| v.name == "web4" || v.name == "sticky4");
+        let mut changed = both.clone();
+        changed.vips.retain(|v| v.name == "sticky4");
+        changed.vips[0].backends.pop();
+        let before = Plan::new(&both).unwrap();
+        dp.apply(&before).unwrap();
+        let web4 = before
+            .vips
+            .iter()
+            .find(|v| v.vip.name == "web4")
+            .unwrap()
+            .key();
+        let frames: Vec<Vec<u8>> = (0..16)
+            .map(|i| Flow::tcp("198.51.100.1", 6000 + i, "10.100.0.1", 80).frame(mac))
+            .collect();
+        let sent_to = |when: &str| -> Vec<Option<IpAddr>> {
+            frames
+                .iter()
+                .map(|f| {
+                    let t = dp.trace(f, lt0).unwrap();
+                    assert_eq!(t.reason, Some(Reason::FwdTx), "web4, {when}");
+                    t.backend
+                })
+                .collect()
+        };
+        let sent = sent_to("before");
+        let counted = dp.vip_counter(&web4).unwrap().unwrap();
+
+        for name in ["tables", "tables_fixed"] {
+            freeze(&dir, name);
+        }
+        let err = dp
+            .apply(&Plan::new(&changed).unwrap())
+            .expect_err("the kernel refuses every table write");
+        println!("refused: {err}");
+        assert_eq!(sent_to("after the refused change"), sent);
+        let now = dp.vip_counter(&web4).unwrap().expect("web4 installed");
+        assert_eq!(
+            now.packets,
+            counted.packets + frames.len() as u64,
+            "web4 counts under another id"
+        );
+        assert_published(&dp, &before);
+
+        dp.apply(&before)
+            .expect("the restore, while the refusal lasts");
+        assert_eq!(sent_to("after the restore"), sent);
+        assert_published(&dp, &before);
+    });
+}
+
+/// A VIP replaced by an all-ports VIP of its address in one change (and
+/// back again) answers throughout: the new key enters the index with the
+/// flip that takes the old one out. With a flip for each, packets to the
+/// port were passed as no VIP's (`not_vip`) in between.
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn a_vip_that_moves_to_all_ports_answers_throughout() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let dp = Dataplane::load().unwrap();
+        let mut one_port = fixture_config();
+        one_port.vips.retain(|v| v.name == "web4");
+        let mut all_ports = one_port.clone();
+        all_ports.vips[0].port = 0;
+        let plans = [
+            Plan::new(&one_port).unwrap(),
+            Plan::new(&all_ports).unwrap(),
+        ];
+        dp.apply(&plans[0]).unwrap();
+        let frames: Vec<Vec<u8>> = (0..64)
+            .map(|i| Flow::tcp("198.51.100.9", 40_000 + i, "10.100.0.1", 80).frame(mac))
+            .collect();
+
+        let done = AtomicBool::new(false);
+        let (sent, bad, first_bad) = std::thread::scope(|s| {
+            let runner = s.spawn(|| {
+                let (mut sent, mut bad, mut first_bad) = (0usize, 0usize, Vec::new());
+                while !done.load(Ordering::Relaxed) {
+                    let run = dp.test_run(&frames[sent % frames.len()], lt0).unwrap();
+                    if run.action != Some(Action::Tx) {
+                        bad += 1;
+                        if first_bad.len() < 5 {
+                            first_bad.push(format!("packet {sent}: {:?}", run.action));
+                        }
+                    }
+                    sent += 1;
+                }
+                (sent, bad, first_bad)
+            });
+            for n in 0..100 {
+                dp.apply(&plans[(n + 1) % 2]).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            runner.join().unwrap()
+        });
+        println!("{sent} packets during 100 moves");
+        assert_eq!(bad, 0, "of {sent} packets, not forwarded: {first_bad:?}");
+    });
+}
+
+/// Records in `backends` that are in use (family != 0), as pinned in `dir`.
+fn backend_records_in_use(dir: &std::path::Path) -> usize {
+    use lethe::dataplane::types::lethe_backend;
+    use lethe::dataplane::Pod;
+    use libbpf_rs::{MapCore, MapFlags, MapHandle};
+    let backends = MapHandle::from_pinned_path(dir.join("backends")).unwrap();
+    backends
+        .lookup_batch(4096, MapFlags::ANY, MapFlags::ANY)
+        .unwrap()
+        .filter(|(_, v)| lethe_backend::from_bytes(v).is_some_and(|r| r.family != 0))
+        .count()
+}
+
+/// A change the kernel refuses halfway (the table that goes into `tables`
+/// published, the one for `tables_fixed` refused: frozen) is undone by the
+/// restore that follows (the plan before, applied again): the VIP whose
+/// table went live drops again for want of a backend, and the record of
+/// the backend the refused table would have named is freed. The restore
+/// used to keep the live table (the bookkeeping said "no table"), fail on
+/// the refused one, and leave the record in use.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_change_refused_halfway_is_undone_by_the_restore() {
+    let pins = PinDir::new("halfway");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        let original: Config = serde_json::from_value(serde_json::json!({"vips": [
+            {"name": "v", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
+             "table_size": 7919, "backends": [{"address": "10.1.0.11", "weight": 0}]},
+            {"name": "w", "address": "10.100.0.3", "port": 443, "protocol": "tcp", "mode": "dsr",
+             "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}]}]}))
+        .unwrap();
+        let mut changed = original.clone();
+        changed.vips[0].backends[0].weight = 1;
+        changed.vips[1].backends.extend(backends(&["10.1.0.13"]));
+        let before = Plan::new(&original).unwrap();
+        dp.apply(&before).unwrap();
+        let frame = Flow::tcp("198.51.100.1", 7000, "10.100.0.1", 80).frame(mac);
+        let to_v = || dp.trace(&frame, lt0).unwrap().reason;
+        assert_eq!(to_v(), Some(Reason::NoBackend));
+        assert_eq!(backend_records_in_use(&dir), 3);
+
+        freeze(&dir, "tables_fixed");
+        let err = dp
+            .apply(&Plan::new(&changed).unwrap())
+            .expect_err("the kernel refuses w's table");
+        println!("refused: {err}");
+        let restored = dp.apply(&before);
+        assert_eq!(
+            to_v(),
+            Some(Reason::NoBackend),
+            "v forwards with the refused change's table"
+        );
+        assert_eq!(
+            backend_records_in_use(&dir),
+            3,
+            "backend records in use beside the 3 configured"
+        );
+        restored.expect("the restore, while the refusal lasts");
+        assert_published(&dp, &before);
+    });
+}
+
+/// A change that replaces every VIP by another, as many as the maps hold,
+/// applies: the new VIPs need the ids the old ones hold, so here the old
+/// ones leave first, with an index flip of their own (the one case where
+/// a change flips the index twice).
+#[test]
+#[ignore = "privileged: needs root (BPF, netns); run by scripts/test.sh"]
+fn a_change_that_replaces_as_many_vips_as_the_maps_hold_applies() {
+    in_new_netns(|| {
+        let topo = Topology::create();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let dp = Dataplane::load().unwrap();
+        let config = |port: u16| -> Config {
+            let vips: Vec<serde_json::Value> = (0..lethe::abi::MAX_VIPS)
+                .map(|i| {
+                    let backends = match i {
+                        0 => serde_json::json!([{"address": "10.1.0.11"}]),
+                        _ => serde_json::json!([]),
+                    };
+                    serde_json::json!({"name": format!("v{i}"),
+                        "address": format!("10.{}.{}.1", 200 + i / 256, i % 256),
+                        "port": port, "protocol": "tcp", "mode": "dsr", "table_size": 7,
+                        "backends": backends})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({"vips": vips})).unwrap()
+        };
+        for (port, other) in [(80, 81), (81, 80)] {
+            dp.apply(&Plan::new(&config(port)).unwrap())
+                .unwrap_or_else(|e| panic!("every VIP on port {port}: {e}"));
+            for (to, want) in [(port, Reason::FwdTx), (other, Reason::NotVip)] {
+                let frame = Flow::tcp("198.51.100.1", 5000, "10.200.0.1", to).frame(mac);
+                let got = dp.trace(&frame, lt0).unwrap().reason;
+                assert_eq!(got, Some(want), "VIPs on port {port}, a packet to {to}");
+            }
+        }
     });
 }

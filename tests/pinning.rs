@@ -564,6 +564,53 @@ fn adoption_keeps_what_a_crash_mid_apply_left_live() {
     });
 }
 
+/// A VIP the live index still holds but `vips` no longer does (a daemon
+/// killed between removing it from `vips` and the index flip) answers from
+/// adoption on, before any apply: the new program's first test (its own
+/// quick_filter) is filled from the live index's keys as well as from
+/// `vips`. Filled from `vips` alone, it passed the VIP's packets as no
+/// VIP's until the restore's apply.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_vip_only_the_live_index_holds_answers_after_adoption() {
+    let pins = PinDir::new("indexonly");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let lt0 = topo.ifindex("lt0");
+        let plan = Plan::new(&fixture_config()).unwrap();
+        // web6: no other VIP has its address.
+        let frame =
+            Flow::tcp("2001:db8:c::1", 4321, "fd00:100::1", 80).frame(topo.iface_mac("lt0"));
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        dp.apply(&plan).unwrap();
+        let reason = |dp: &Dataplane| dp.trace(&frame, lt0).unwrap().reason;
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+        drop(dp);
+
+        // struct lethe_vip_key: address, port (network order), protocol.
+        let vips = MapHandle::from_pinned_path(dir.join("vips")).unwrap();
+        let web6: std::net::Ipv6Addr = "fd00:100::1".parse().unwrap();
+        let mut want = web6.octets().to_vec();
+        want.extend(80u16.to_be_bytes());
+        want.push(lethe::abi::IPPROTO_TCP);
+        let key = vips
+            .keys()
+            .find(|k| k[..19] == want[..])
+            .expect("web6 in vips");
+        vips.delete(&key).unwrap();
+
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        assert_eq!(
+            reason(&dp),
+            Some(Reason::FwdTx),
+            "adopted, before any apply"
+        );
+        dp.apply(&plan).unwrap();
+        assert_eq!(reason(&dp), Some(Reason::FwdTx), "after the first apply");
+    });
+}
+
 /// Pins in another layout (another build's stamp, or maps without one:
 /// pins from before stamps, or a crash before the stamp was written) are
 /// never adopted: loading refuses them and leaves them as they are.

@@ -15,7 +15,9 @@
 //! 4. ids (VIP, backend) and table slots are released only once no packet
 //!    can reach them: after the update that stopped referencing them, or,
 //!    for what the previous index still names, after the next flip and a
-//!    wait (`Retiring`); counters are zeroed when an id is reused.
+//!    wait (`Retiring`); counters are zeroed when an id is reused. VIPs a
+//!    change removes leave with the flip that publishes the rest of it, so
+//!    a change that fails has not removed them.
 //!
 //! The maps also say whose each id is (backend records carry their VIP id),
 //! so a restarted control plane adopts them as they are (`Installed::adopt`)
@@ -89,6 +91,10 @@ impl IdPool {
     fn claim(&mut self, id: u32) -> bool {
         self.free.remove(&id)
     }
+
+    fn available(&self) -> usize {
+        self.free.len()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +123,25 @@ fn resolve_source(backend: IpAddr) -> Option<IpAddr> {
 struct InstalledVip {
     vip_id: u32,
     record: lethe_vip,
-    /// Backend ids as published, slot by slot; empty = no table published.
-    slots: Vec<u32>,
+    /// Whether `vips` holds `record`: a write that failed is done again by
+    /// the next apply, whatever it changes.
+    written: bool,
+    /// The table at the record's table id, in backend ids slot by slot;
+    /// empty = no table. None = unknown (a change failed part way): the
+    /// next apply publishes the table or removes it, whatever the plan.
+    slots: Option<Vec<u32>>,
     backends: FastMap<IpAddr, InstalledBackend>,
+    /// Ids a table of this VIP may still name besides its backends', with
+    /// valid records: released once its table is settled (`finish`).
+    stale: Vec<Stale>,
+}
+
+/// A backend id waiting for release; `carry`: the backend, still the
+/// VIP's under another id, whose base gets its final counts.
+#[derive(Debug, Clone, Copy)]
+struct Stale {
+    id: u32,
+    carry: Option<IpAddr>,
 }
 
 /// What waits for the next vip_index flip before it is released: table
@@ -238,6 +260,43 @@ fn release_backends(
     Ok(())
 }
 
+/// Writes a backend's record under a new id `id` (no table names it yet):
+/// its outer source first, then the record, then zeroed counters.
+fn write_backend(
+    maps: &Maps<'_>,
+    id: u32,
+    vip_id: u32,
+    (address, port, src): (IpAddr, u16, Option<IpAddr>),
+) -> Result<(), DataplaneError> {
+    if let Some(src) = src {
+        maps.backend_srcs
+            .update(
+                &id.to_ne_bytes(),
+                records::backend_src(&src).as_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|e| DataplaneError::map("backend_srcs", "update", e))?;
+    }
+    let rec = records::backend(&address, port, vip_id, src.is_some());
+    maps.backends
+        .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
+        .map_err(|e| DataplaneError::map("backends", "update", e))?;
+    zero_counters(maps.backend_stats, "backend_stats", id)
+}
+
+/// Unpublishes the table `record` leads to, from the outer map its flag
+/// names: that map's entry is the one packets can reach (an entry in the
+/// other one at that id is no record's: see `Installed::adopt`), and the
+/// other map is left alone should it refuse writes.
+fn remove_table(maps: &Maps<'_>, record: &lethe_vip) -> Result<(), DataplaneError> {
+    let outer = if fixed_table(record) {
+        maps.tables.fixed
+    } else {
+        maps.tables.sized
+    };
+    table::remove(outer, record.table_id)
+}
+
 impl Installed {
     /// Reads what the (pinned) maps hold, as an earlier control plane left
     /// them, and repairs what a crash could have left half-done: records of
@@ -302,8 +361,10 @@ impl Installed {
                 InstalledVip {
                     vip_id: record.vip_id,
                     record,
-                    slots,
+                    written: true,
+                    slots: Some(slots),
                     backends: FastMap::default(),
+                    stale: Vec::new(),
                 },
             );
         }
@@ -312,11 +373,11 @@ impl Installed {
         // and the backend ids those name. A crash between a record's write
         // and the index flip leaves them apart from `vips`; nothing they
         // reach is removed or freed before the first flip (`retiring`).
-        let live = maps.vip_index.live_records();
+        let live = maps.vip_index.live_entries();
         let mut live_tables: std::collections::HashSet<(u32, bool)> =
             std::collections::HashSet::new();
         let mut live_ids: std::collections::HashSet<u32> = std::collections::HashSet::new();
-        for r in &live {
+        for r in live.iter().map(|e| &e.vip) {
             if r.vip_id >= MAX_VIPS || r.table_id / 2 != r.vip_id {
                 continue;
             }
@@ -335,7 +396,7 @@ impl Installed {
         let named: std::collections::HashSet<u32> = inst
             .vips
             .values()
-            .flat_map(|v| v.slots.iter().copied())
+            .flat_map(|v| v.slots.iter().flatten().copied())
             .collect();
         let mut found: Vec<(u32, lethe_backend)> = maps
             .backends
@@ -387,11 +448,12 @@ impl Installed {
         }
 
         // A table naming an id that is not this VIP's backend cannot be
-        // trusted: forget it, so the next apply publishes a fresh one.
+        // trusted: unknown, so the next apply publishes a fresh one (or
+        // removes it).
         for v in inst.vips.values_mut() {
             let own: std::collections::HashSet<u32> = v.backends.values().map(|b| b.id).collect();
-            if v.slots.iter().any(|id| !own.contains(id)) {
-                v.slots.clear();
+            if v.slots.iter().flatten().any(|id| !own.contains(id)) {
+                v.slots = None;
             }
         }
         let current: HashMap<u32, bool> = inst
@@ -420,10 +482,17 @@ impl Installed {
             write_config(maps, cfg)?;
         }
         // And a quick_filter of its own, empty: it must stop the traffic
-        // of what the pinned maps hold, likewise.
+        // of what the pinned maps hold, likewise: the VIPs of `vips` and
+        // those only the live index still holds (a crash before the flip
+        // that removes them), which packets reach until then.
+        let live_keys: Vec<VipKey> = live
+            .iter()
+            .filter_map(|e| records::vip_key_from(&e.key))
+            .collect();
         let quick = QuickFilter::new(
             inst.vips
                 .keys()
+                .chain(&live_keys)
                 .map(|k| (k.address, k.port, k.protocol.number())),
             inst.nat.keys().map(|k| k.address),
         );
@@ -476,12 +545,15 @@ impl Installed {
         let mut resourced = 0;
         // The address filter first lets through what the old and the new
         // plan need, and the settings turn return-path matching on if
-        // either has nat VIPs. Then VIPs removed (their ids become free for
-        // what is added), then VIPs added or changed: each batch's
-        // return-path entries are written before its tables or records go
-        // live, so a backend's first reply already finds its VIP. Last,
-        // what only the old plan needed: return entries of nat backends
-        // that go, the settings, the filter's extra bits.
+        // either has nat VIPs. Then VIPs added or changed, under new ids
+        // while the removed VIPs keep theirs: each batch's return-path
+        // entries are written before its tables or records go live, so a
+        // backend's first reply already finds its VIP. Then one index flip
+        // publishes them and takes the removed VIPs out, which retire after
+        // it: a change that fails before has removed nothing, and a key
+        // replaced by another (X:80 by X:0) is never missing from both.
+        // Last, what only the old plan needed: return entries of nat
+        // backends that go, the settings, the filter's extra bits.
         let filter = Self::filter_for(plan);
         let union: Vec<u64> = self
             .filter
@@ -520,15 +592,14 @@ impl Installed {
             .filter(|k| !wanted.contains(k))
             .copied()
             .collect();
-        if !gone.is_empty() {
-            for key in gone {
-                self.retire_vip(maps, &key)?;
-            }
-            // Now, so their ids are free for the VIPs added below.
-            self.publish_index(maps)?;
+        if !gone.is_empty() && !self.has_room(plan, resolve_sources) {
+            // What is added needs the ids the removed VIPs hold (the VIP
+            // ids, when the two together pass MAX_VIPS): they retire first,
+            // with a flip of their own.
+            self.publish_index(maps, &gone)?;
         }
         resourced += self.upsert_vips(maps, plan, resolve_sources)?;
-        self.publish_index(maps)?;
+        self.publish_index(maps, &gone)?;
         let nat_wanted = self.nat_wanted(plan);
         let stale: Vec<VipKey> = self
             .nat
@@ -560,6 +631,45 @@ impl Installed {
             self.spare = table::Blank::new(abi::FIXED_TABLE_SIZE as usize).ok();
         }
         Ok(resourced)
+    }
+
+    /// Whether the free ids cover what `plan` adds while the VIPs it
+    /// removes hold theirs: VIP ids (MAX_VIPS of them, as many as a plan
+    /// may have, which `vips` holds at most) for the VIPs added, backend
+    /// ids (twice as many as a plan may have) for every backend that may
+    /// get a new record, counted high.
+    fn has_room(&self, plan: &Plan, resolve_sources: bool) -> bool {
+        let added = plan
+            .vips
+            .iter()
+            .filter(|v| !self.vips.contains_key(&v.key()))
+            .count();
+        let fresh: usize = plan
+            .vips
+            .iter()
+            .map(|v| self.new_records_at_most(v, resolve_sources))
+            .sum();
+        added <= self.vip_ids.available() && fresh <= self.backend_ids.available()
+    }
+
+    /// How many of a planned VIP's backends may get a new record (a new
+    /// id) in `stage_vip`: all but those it surely keeps.
+    fn new_records_at_most(&self, planned: &PlannedVip, resolve_sources: bool) -> usize {
+        let encap = matches!(planned.mode(), abi::Mode::Ipip | abi::Mode::Gue);
+        let installed = self.vips.get(&planned.key());
+        let kept = |b: &crate::config::Backend| {
+            installed
+                .and_then(|v| v.backends.get(&b.address))
+                .is_some_and(|cur| {
+                    cur.port == planned.vip.backend_port(b)
+                        && if encap {
+                            cur.src.is_some() && !resolve_sources
+                        } else {
+                            cur.src.is_none()
+                        }
+                })
+        };
+        planned.vip.backends.iter().filter(|b| !kept(b)).count()
     }
 
     /// addr_filter for `plan`: a bit per VIP address and, in the same
@@ -662,8 +772,8 @@ impl Installed {
         self.vips.get(key).map(|v| v.vip_id)
     }
 
-    /// Takes a VIP out of `vips` and out of the index the next
-    /// `publish_index` writes; its tables and ids retire after that flip.
+    /// Takes a VIP the live index no longer holds out of `vips` and of
+    /// the installed ones; its tables and ids retire (`release_retired`).
     fn retire_vip(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
         let Some(v) = self.vips.get(key) else {
             return Ok(());
@@ -676,37 +786,54 @@ impl Installed {
         let r = &mut self.retiring;
         r.tables.extend([2 * v.vip_id, 2 * v.vip_id + 1]);
         r.backend_ids.extend(v.backends.values().map(|b| b.id));
+        r.backend_ids.extend(v.stale.iter().map(|s| s.id));
         r.vip_ids.push(v.vip_id);
         self.vips.remove(key);
         Ok(())
     }
 
-    /// Makes vip_index hold every installed VIP record (writing nothing
-    /// when the live half already does), then releases what retired.
-    fn publish_index(&mut self, maps: &Maps<'_>) -> Result<(), DataplaneError> {
-        let records: Vec<(VipKey, lethe_vip)> =
-            self.vips.iter().map(|(k, v)| (*k, v.record)).collect();
+    /// Makes vip_index hold the record of every installed VIP but `gone`'s
+    /// (writing nothing when the live half already does), then retires
+    /// `gone` and releases what retired.
+    fn publish_index(&mut self, maps: &Maps<'_>, gone: &[VipKey]) -> Result<(), DataplaneError> {
+        let leaving: std::collections::HashSet<&VipKey> = gone.iter().collect();
+        let records: Vec<(VipKey, lethe_vip)> = self
+            .vips
+            .iter()
+            .filter(|(k, _)| !leaving.contains(k))
+            .map(|(k, v)| (*k, v.record))
+            .collect();
         maps.vip_index
             .publish(&vip_index::build(&records), || wait_for_programs(maps))?;
+        for key in gone {
+            self.retire_vip(maps, key)?;
+        }
+        self.release_retired(maps)
+    }
 
-        // Packets that read the previous half may still reach what
-        // retired: wait them out once, then nothing leads there.
+    /// Releases what retired, once packets that read the previous index
+    /// half (or found a retired VIP in `vips`) are waited out: then
+    /// nothing leads there. What a failure leaves stays to retire.
+    fn release_retired(&mut self, maps: &Maps<'_>) -> Result<(), DataplaneError> {
         let r = &self.retiring;
         if !(r.tables.is_empty() && r.backend_ids.is_empty() && r.vip_ids.is_empty()) {
             wait_for_programs(maps)?;
         }
         let live: std::collections::HashSet<u32> =
             self.vips.values().map(|v| v.record.table_id).collect();
-        while let Some(t) = self.retiring.tables.pop() {
+        while let Some(&t) = self.retiring.tables.last() {
             if !live.contains(&t) {
                 maps.tables.remove(t)?;
             }
+            self.retiring.tables.pop();
         }
-        for (id, key, addr) in std::mem::take(&mut self.retiring.renumbered) {
+        while let Some(&(id, key, addr)) = self.retiring.renumbered.last() {
             self.carry_counts(maps, id, key, addr)?;
+            self.retiring.renumbered.pop();
         }
-        while let Some(id) = self.retiring.backend_ids.pop() {
+        while let Some(&id) = self.retiring.backend_ids.last() {
             release_backends(maps, &mut self.backend_ids, [id])?;
+            self.retiring.backend_ids.pop();
         }
         for id in self.retiring.vip_ids.drain(..) {
             self.vip_ids.give_back(id);
@@ -746,7 +873,7 @@ impl Installed {
                         staged.push(s);
                     }
                     Err(e) => {
-                        self.unstage(staged);
+                        self.unstage(maps, staged);
                         return Err(e);
                     }
                 }
@@ -755,27 +882,92 @@ impl Installed {
             // The batch's return-path entries (its VIPs have ids now),
             // before its tables and records go live.
             if let Err(e) = self.write_nat_returns(maps, plan, &staged) {
-                self.unstage(staged);
+                self.unstage(maps, staged);
                 return Err(e);
             }
             if let Err(e) = self.publish_staged(maps, &staged) {
-                // Some of the tables may be live: their VIPs' next apply
-                // (the restore that follows a failed change) republishes
-                // them, and the ids they may name stay taken.
-                for s in &staged {
-                    if matches!(s.table, TableChange::Publish(_)) {
-                        if let Some(v) = self.vips.get_mut(&s.key) {
-                            v.slots.clear();
-                        }
-                    }
-                }
+                self.settle_refused(maps, staged);
                 return Err(e);
             }
-            for s in staged {
-                resourced += self.commit_vip(maps, s)?;
-            }
+            resourced += staged.iter().map(|s| s.resourced).sum::<usize>();
+            self.commit(maps, staged)?;
         }
         Ok(resourced)
+    }
+
+    /// Finishes staged VIPs whose new tables are live: first what each of
+    /// them now is, in memory (`settle`), then the map writes that can
+    /// fail (`finish`), whose work left undone stays recorded for the next
+    /// apply. A failure at one VIP leaves no other's bookkeeping behind
+    /// its table.
+    fn commit(&mut self, maps: &Maps<'_>, staged: Vec<StagedVip>) -> Result<(), DataplaneError> {
+        let keys: Vec<VipKey> = staged.iter().map(|s| s.key).collect();
+        for s in staged {
+            self.settle(s);
+        }
+        for key in &keys {
+            self.finish(maps, key)?;
+        }
+        Ok(())
+    }
+
+    /// After a publish the kernel refused, part of it may be live (the
+    /// group of one outer map, the start of a batch): each staged VIP's
+    /// table is read back. One that went live is settled like any, one
+    /// surely not live is unstaged, and one that cannot be told is
+    /// recorded as unknown (`forget`). Nothing else is written: the
+    /// restore that follows a failed change does the rest.
+    fn settle_refused(&mut self, maps: &Maps<'_>, staged: Vec<StagedVip>) {
+        let mut unpublished = Vec::new();
+        for s in staged {
+            match self.published_now(maps, &s) {
+                Some(true) => self.settle(s),
+                Some(false) => unpublished.push(s),
+                None => self.forget(s),
+            }
+        }
+        self.unstage(maps, unpublished);
+    }
+
+    /// Whether the kernel holds a staged VIP's new table: Some(true) if
+    /// it does, Some(false) if it holds what it held before (for a table
+    /// going into the spare id: nothing there), None if that cannot be
+    /// told.
+    fn published_now(&self, maps: &Maps<'_>, s: &StagedVip) -> Option<bool> {
+        if !matches!(s.table, TableChange::Publish(_)) {
+            return Some(false);
+        }
+        let now = maps
+            .tables
+            .read(s.record.table_id, fixed_table(&s.record))
+            .ok()?
+            .unwrap_or_default();
+        if now == s.slots {
+            return Some(true);
+        }
+        let before = match s.retired_table {
+            Some(_) => Vec::new(),
+            None => self.vips.get(&s.key)?.slots.clone()?,
+        };
+        (now == before).then_some(false)
+    }
+
+    /// Records that a staged VIP's new table may or may not be live: the
+    /// table at its record's table id is unknown, and the ids it took may
+    /// be named (stale). Its backends and record stay as they were. A
+    /// table going into the spare id changed only what no record names:
+    /// that id retires, gone after the next flip.
+    fn forget(&mut self, s: StagedVip) {
+        let v = self
+            .vips
+            .get_mut(&s.key)
+            .expect("staged VIPs are installed");
+        v.stale
+            .extend(s.fresh.iter().map(|&id| Stale { id, carry: None }));
+        match s.retired_table {
+            None => v.slots = None,
+            Some(_) => self.retiring.tables.push(s.record.table_id),
+        }
     }
 
     /// Writes the return-path entries of the staged VIPs' nat backends
@@ -802,11 +994,22 @@ impl Installed {
         Ok(())
     }
 
-    /// Gives back the ids staged VIPs took for new backend records: no
-    /// published table names them yet.
-    fn unstage(&mut self, staged: Vec<StagedVip>) {
+    /// Frees the records staged VIPs wrote under new ids: no published
+    /// table names them.
+    fn unstage(&mut self, maps: &Maps<'_>, staged: Vec<StagedVip>) {
         for s in staged {
-            for id in s.fresh {
+            self.free_fresh(maps, s.fresh);
+        }
+    }
+
+    /// Frees backend records no table names, and gives their ids back. A
+    /// record that cannot be marked free is rewritten before its id is
+    /// used again, so the id goes back all the same (left as it is, a
+    /// restarted daemon would adopt the record, and its next apply free
+    /// it).
+    fn free_fresh(&mut self, maps: &Maps<'_>, ids: Vec<u32>) {
+        for id in ids {
+            if release_backends(maps, &mut self.backend_ids, [id]).is_err() {
                 self.backend_ids.give_back(id);
             }
         }
@@ -855,8 +1058,10 @@ impl Installed {
                         table_id: 2 * vip_id,
                         ..Default::default()
                     },
-                    slots: Vec::new(),
+                    written: false,
+                    slots: Some(Vec::new()),
                     backends: FastMap::default(),
+                    stale: Vec::new(),
                 },
             );
         }
@@ -869,6 +1074,7 @@ impl Installed {
         let mut next: FastMap<IpAddr, InstalledBackend> =
             FastMap::with_capacity_and_hasher(planned.vip.backends.len(), Default::default());
         let mut fresh = Vec::new();
+        let mut failed = None;
         let before = &self.vips[&key];
         for b in &planned.vip.backends {
             let port = planned.vip.backend_port(b);
@@ -887,39 +1093,15 @@ impl Installed {
                     let id = match self.backend_ids.take() {
                         Ok(id) => id,
                         Err(e) => {
-                            // This VIP's ids so far: no table names them.
-                            for id in fresh {
-                                self.backend_ids.give_back(id);
-                            }
-                            return Err(e);
+                            failed = Some(e);
+                            break;
                         }
                     };
                     fresh.push(id);
-                    let rec =
-                        records::backend(&b.address, port, before.vip_id, wanted_src.is_some());
-                    let src_written = match wanted_src {
-                        Some(src) => maps
-                            .backend_srcs
-                            .update(
-                                &id.to_ne_bytes(),
-                                records::backend_src(&src).as_bytes(),
-                                MapFlags::ANY,
-                            )
-                            .map_err(|e| DataplaneError::map("backend_srcs", "update", e)),
-                        None => Ok(()),
-                    };
-                    let written = src_written
-                        .and_then(|()| {
-                            maps.backends
-                                .update(&id.to_ne_bytes(), rec.as_bytes(), MapFlags::ANY)
-                                .map_err(|e| DataplaneError::map("backends", "update", e))
-                        })
-                        .and_then(|()| zero_counters(maps.backend_stats, "backend_stats", id));
-                    if let Err(e) = written {
-                        for id in fresh {
-                            self.backend_ids.give_back(id);
-                        }
-                        return Err(e);
+                    let new = (b.address, port, wanted_src);
+                    if let Err(e) = write_backend(maps, id, before.vip_id, new) {
+                        failed = Some(e);
+                        break;
                     }
                     InstalledBackend {
                         id,
@@ -929,6 +1111,11 @@ impl Installed {
                 }
             };
             next.insert(b.address, installed);
+        }
+        if let Some(e) = failed {
+            // This VIP's new records so far: no table names them.
+            self.free_fresh(maps, fresh);
+            return Err(e);
         }
 
         // 2. The table, in backend ids (indexed through a vector: a hash
@@ -961,25 +1148,19 @@ impl Installed {
             retired_table = Some(v.record.table_id);
         }
         let table = if slots.is_empty() {
-            if v.slots.is_empty() {
+            // Nothing may stay at the record's table id: a table whose
+            // content is unknown, or one left at the spare id a move goes
+            // to (see `forget`).
+            if retired_table.is_none() && v.slots.as_ref().is_some_and(Vec::is_empty) {
                 TableChange::Keep
             } else {
                 TableChange::Remove
             }
-        } else if slots != v.slots || retired_table.is_some() {
-            let made = match self.spare.take() {
-                Some(blank) if blank.size() == slots.len() => Ok(blank.fill(&slots)),
-                other => {
-                    self.spare = other;
-                    table::create(&slots)
-                }
-            };
-            match made {
+        } else if retired_table.is_some() || v.slots.as_ref() != Some(&slots) {
+            match self.make_table(&slots) {
                 Ok(map) => TableChange::Publish(map),
                 Err(e) => {
-                    for id in fresh {
-                        self.backend_ids.give_back(id);
-                    }
+                    self.free_fresh(maps, fresh);
                     return Err(e);
                 }
             }
@@ -988,7 +1169,6 @@ impl Installed {
         };
         Ok(StagedVip {
             key,
-            is_new,
             fresh,
             next,
             slots,
@@ -999,65 +1179,111 @@ impl Installed {
         })
     }
 
-    /// Finishes a staged VIP once its new table is live: its record, then
-    /// the ids nothing references any more.
-    fn commit_vip(&mut self, maps: &Maps<'_>, s: StagedVip) -> Result<usize, DataplaneError> {
-        let v = self
-            .vips
-            .get_mut(&s.key)
-            .expect("staged VIPs are installed");
+    /// A new table map holding `slots`: the blank made ahead if it fits.
+    fn make_table(&mut self, slots: &[u32]) -> Result<MapHandle, DataplaneError> {
+        match self.spare.take() {
+            Some(blank) if blank.size() == slots.len() => Ok(blank.fill(slots)),
+            other => {
+                self.spare = other;
+                table::create(slots)
+            }
+        }
+    }
+
+    /// Records what a staged VIP is once its table change is done (a new
+    /// table live, or none needed) or to be done (a table to remove), in
+    /// memory only: its backends, record and table. Ids of backends it
+    /// leaves become stale, released by `finish`; or, when the live index
+    /// may still lead to the table the record leaves (a new size), they
+    /// retire with it after the next flip.
+    fn settle(&mut self, s: StagedVip) {
+        let key = s.key;
         let record = s.record;
-        // Filled now: a table slot pending retirement is not retired.
+        // Filled now (or emptied): a table id pending retirement is not
+        // retired.
         self.retiring.tables.retain(|&t| t != record.table_id);
-        if matches!(s.table, TableChange::Remove) {
-            maps.tables.remove(v.record.table_id)?;
-        }
-        v.slots = s.slots;
-
-        // 3. The VIP record, once its table is in place: in `vips` now, in
-        // the index at the next publish_index.
-        if s.is_new || record.as_bytes() != v.record.as_bytes() {
-            maps.vips
-                .update(
-                    records::vip_key(&s.key).as_bytes(),
-                    record.as_bytes(),
-                    MapFlags::ANY,
-                )
-                .map_err(|e| DataplaneError::map("vips", "update", e))?;
-            v.record = record;
-        }
-
-        // 4. Release ids no longer referenced: the table update has waited
-        // out every packet that could still read them, unless the live
-        // index still leads to the old table (a new size): then they
-        // retire with it after the next flip.
-        let released: Vec<u32> = v
+        let v = self.vips.get_mut(&key).expect("staged VIPs are installed");
+        let leaving: Vec<Stale> = v
             .backends
             .iter()
             .filter(|(addr, b)| s.next.get(*addr) != Some(*b))
-            .map(|(_, b)| b.id)
-            .collect();
-        let renumbered: Vec<(u32, VipKey, IpAddr)> = v
-            .backends
-            .iter()
-            .filter(|(addr, b)| s.next.get(*addr).is_some_and(|n| n.id != b.id))
-            .map(|(addr, b)| (b.id, s.key, *addr))
+            .map(|(addr, b)| Stale {
+                id: b.id,
+                carry: s.next.contains_key(addr).then_some(*addr),
+            })
             .collect();
         v.backends = s.next;
+        // 3. The VIP record, once its table is in place: in `vips` by
+        // `finish`, in the index at the next publish_index.
+        if record.as_bytes() != v.record.as_bytes() {
+            v.record = record;
+            v.written = false;
+        }
+        match s.table {
+            TableChange::Publish(_) => v.slots = Some(s.slots),
+            TableChange::Keep => {}
+            TableChange::Remove => v.slots = None,
+        }
         match s.retired_table {
             Some(old) => {
-                self.retiring.tables.push(old);
-                self.retiring.backend_ids.extend(released);
-                self.retiring.renumbered.extend(renumbered);
-            }
-            None => {
-                for (id, key, addr) in renumbered {
-                    self.carry_counts(maps, id, key, addr)?;
+                let r = &mut self.retiring;
+                r.tables.push(old);
+                for gone in leaving.into_iter().chain(v.stale.drain(..)) {
+                    r.backend_ids.push(gone.id);
+                    if let Some(addr) = gone.carry {
+                        r.renumbered.push((gone.id, key, addr));
+                    }
                 }
-                release_backends(maps, &mut self.backend_ids, released)?
             }
+            None => v.stale.extend(leaving),
         }
-        Ok(s.resourced)
+    }
+
+    /// The map writes a settled VIP still needs: its table removed, its
+    /// record into `vips`, its stale ids released (4. the table update or
+    /// removal has waited out every packet that could read them). Each is
+    /// recorded when done, so a failure leaves the rest to the next apply.
+    fn finish(&mut self, maps: &Maps<'_>, key: &VipKey) -> Result<(), DataplaneError> {
+        let v = self.vips.get_mut(key).expect("settled VIPs are installed");
+        if v.slots.is_none() {
+            remove_table(maps, &v.record)?;
+            v.slots = Some(Vec::new());
+        }
+        if !v.written {
+            maps.vips
+                .update(
+                    records::vip_key(key).as_bytes(),
+                    v.record.as_bytes(),
+                    MapFlags::ANY,
+                )
+                .map_err(|e| DataplaneError::map("vips", "update", e))?;
+            v.written = true;
+        }
+        let mut stale = std::mem::take(&mut v.stale);
+        let released = self.release_stale(maps, *key, &mut stale);
+        if let Some(v) = self.vips.get_mut(key) {
+            v.stale = stale;
+        }
+        released
+    }
+
+    /// Releases `stale` (a VIP's), carrying renumbered backends' counts;
+    /// what a failure leaves stays in it.
+    fn release_stale(
+        &mut self,
+        maps: &Maps<'_>,
+        key: VipKey,
+        stale: &mut Vec<Stale>,
+    ) -> Result<(), DataplaneError> {
+        while let Some(last) = stale.last_mut() {
+            if let Some(addr) = last.carry {
+                self.carry_counts(maps, last.id, key, addr)?;
+                last.carry = None;
+            }
+            release_backends(maps, &mut self.backend_ids, [last.id])?;
+            stale.pop();
+        }
+        Ok(())
     }
 
     /// Adds the final counts of `id`, a backend's previous id (no packet
@@ -1097,18 +1323,18 @@ enum TableChange {
     Keep,
     /// This new table, published as the record's table id.
     Publish(MapHandle),
-    /// The published table goes: the VIP has no backend in it.
+    /// No table at the record's table id: the VIP has no backend in it
+    /// (and what is there may be a table, or unknown).
     Remove,
 }
 
-/// A VIP between `stage_vip` and `commit_vip`.
+/// A VIP between `stage_vip` and `settle` (or `unstage`, `forget`).
 struct StagedVip {
     key: VipKey,
-    is_new: bool,
     /// Ids taken for new backend records.
     fresh: Vec<u32>,
     next: FastMap<IpAddr, InstalledBackend>,
-    /// The table in backend ids, as it is once committed.
+    /// The table in backend ids, as it is once settled.
     slots: Vec<u32>,
     record: lethe_vip,
     /// The table id the record leaves (a new size).

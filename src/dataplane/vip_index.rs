@@ -148,14 +148,14 @@ impl VipIndex {
         std::mem::offset_of!(lethe_vip_index_ctl, half) + i * size_of::<lethe_vip_half>()
     }
 
-    /// The VIP records the live half holds, as packets find them now.
-    pub fn live_records(&self) -> Vec<lethe_vip> {
+    /// The entries (VIP key and record) the live half holds, as packets
+    /// find them now.
+    pub fn live_entries(&self) -> Vec<lethe_vip_entry> {
         let a = self.active();
         self.entries.bytes()[a * HALF_BYTES..(a + 1) * HALF_BYTES]
             .chunks_exact(ENTRY)
             .filter_map(lethe_vip_entry::from_bytes)
             .filter(|e| e.key.family != 0)
-            .map(|e| e.vip)
             .collect()
     }
 
