@@ -87,6 +87,9 @@ pub struct ControlStats {
     pub tables_built: AtomicU64,
     /// Health changes the data plane refused to apply (each retried).
     pub health_apply_failures: AtomicU64,
+    /// Failed changes whose previous state could not be put back at once
+    /// (retried until it is).
+    pub restore_failures: AtomicU64,
 }
 
 /// Health of every checked backend, by (VIP name, address).
@@ -97,6 +100,9 @@ pub struct Controller {
     store: Option<Store>,
     current: Mutex<Snapshot>,
     ready: AtomicBool,
+    /// The maps may hold part of a refused change (its restore failed):
+    /// not ready until an apply of the current plan succeeds.
+    diverged: AtomicBool,
     /// Where `trace` probes enter: the first attached interface (0: none).
     trace_ifindex: AtomicU64,
     pub stats: ControlStats,
@@ -219,6 +225,7 @@ impl Controller {
                 plan,
             }),
             ready: AtomicBool::new(false),
+            diverged: AtomicBool::new(false),
             trace_ifindex: AtomicU64::new(0),
             stats,
             health: std::sync::Mutex::new(book),
@@ -365,6 +372,7 @@ impl Controller {
         let (dp, p) = (self.dp.clone(), plan.clone());
         match blocking(move || dp.apply(&p)).await {
             Ok(Ok(())) => {
+                self.diverged.store(false, Ordering::Release);
                 self.announce_fail_open(&current.plan, &plan);
                 current.plan = plan;
                 self.health_applied.fetch_max(seen, Ordering::SeqCst);
@@ -472,8 +480,9 @@ impl Controller {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Attached (the daemon says so) and the maps hold the current plan.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.diverged.load(Ordering::Acquire)
     }
 
     pub fn set_trace_ifindex(&self, ifindex: u32) {
@@ -516,7 +525,7 @@ impl Controller {
     }
 
     async fn change_inner(
-        &self,
+        self: &Arc<Self>,
         change: &Change,
         if_match: Option<&str>,
     ) -> Result<Snapshot, ControlError> {
@@ -551,6 +560,8 @@ impl Controller {
             return Err(ControlError::Refused { source, restored });
         }
         let sync = started.elapsed();
+        // Whatever an earlier failed restore left, the maps hold a plan now.
+        self.diverged.store(false, Ordering::Release);
         // New backends: have the kernel resolve their next hops now, before
         // their first packet.
         let fresh: Vec<IpAddr> = crate::neighbours::backends(&plan)
@@ -623,19 +634,46 @@ impl Controller {
 
     /// Puts the maps back as `plan` says, after a failed change. False
     /// when that failed too: the failed change's error says so.
-    async fn restore(&self, plan: &Arc<Plan>) -> bool {
+    async fn restore(self: &Arc<Self>, plan: &Arc<Plan>) -> bool {
         let (dp, plan) = (self.dp.clone(), plan.clone());
-        match blocking(move || dp.apply(&plan)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!(error = %error_chain(&e), "restoring the previous state failed");
-                false
+        let failed = match blocking(move || dp.apply(&plan)).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => error_chain(&e),
+            Err(e) => error_chain(&e),
+        };
+        tracing::error!(error = %failed, "restoring the previous state failed; retrying, not ready meanwhile");
+        self.stats.restore_failures.fetch_add(1, Ordering::Relaxed);
+        self.diverged.store(true, Ordering::Release);
+        self.keep_restoring();
+        false
+    }
+
+    /// After a failed restore: applies the current plan again (0.5 s,
+    /// doubling to 30 s) until the maps hold it, or a change or a health
+    /// update has put them right meanwhile.
+    fn keep_restoring(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                tokio::time::sleep(delay).await;
+                let current = this.current.lock().await;
+                if !this.diverged.load(Ordering::Acquire) {
+                    return;
+                }
+                let (dp, plan) = (this.dp.clone(), current.plan.clone());
+                if let Ok(Ok(())) = blocking(move || dp.apply(&plan)).await {
+                    this.diverged.store(false, Ordering::Release);
+                    tracing::info!("the maps hold the current configuration again");
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+                tracing::warn!(
+                    retry_in_s = delay.as_secs_f64(),
+                    "the maps still do not hold the current configuration"
+                );
             }
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "restoring the previous state failed");
-                false
-            }
-        }
+        });
     }
 
     /// Every counter: reasons, VIPs, backends.

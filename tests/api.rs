@@ -1021,6 +1021,7 @@ async fn a_change_the_data_plane_refuses_says_what_the_maps_hold() {
     let key = before.plan.vips[0].key();
     let table = app.control.dataplane().published_table(&key).unwrap();
     let saved = app.saved();
+    app.control.set_ready(true);
     for name in ["tables", "tables_fixed"] {
         common::pins::freeze(&pins.0, name);
     }
@@ -1046,6 +1047,8 @@ async fn a_change_the_data_plane_refuses_says_what_the_maps_hold() {
         .await
         .unwrap()
         .is_ok();
+    let ready = app.call(Method::GET, "/ready", None, &[]).await.status;
+    let metrics = app.call(Method::GET, "/metrics", None, &[]).await.text;
     if restorable {
         assert!(
             detail.contains("; the previous state was restored"),
@@ -1055,6 +1058,8 @@ async fn a_change_the_data_plane_refuses_says_what_the_maps_hold() {
             app.control.dataplane().published_table(&key).unwrap(),
             table
         );
+        assert_eq!(ready, StatusCode::OK);
+        assert!(metrics.contains("lethe_change_restore_failures_total 0"));
     } else {
         assert!(
             detail.contains(
@@ -1062,5 +1067,13 @@ async fn a_change_the_data_plane_refuses_says_what_the_maps_hold() {
             ),
             "{detail}"
         );
+        // Not ready while the maps may hold part of the change (retried
+        // in the background; frozen maps never take it).
+        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            metrics.contains("lethe_change_restore_failures_total 1"),
+            "{metrics}"
+        );
     }
+    println!("restorable: {restorable}");
 }

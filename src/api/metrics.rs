@@ -232,6 +232,13 @@ pub fn render(stats: &Stats, state: &ApiState, snap: &Snapshot) -> String {
     );
     single(
         &mut out,
+        "lethe_change_restore_failures_total",
+        "counter",
+        "Refused changes whose previous state could not be put back at once (retried; not ready meanwhile).",
+        cs.restore_failures.load(Ordering::Relaxed),
+    );
+    single(
+        &mut out,
         "lethe_tables_built_total",
         "counter",
         "Maglev tables built (unchanged ones are reused).",
