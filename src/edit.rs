@@ -62,6 +62,11 @@ pub enum EditError {
     BackendExists { vip: String, backend: IpAddr },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+    /// The change itself is valid but clashes with another VIP already
+    /// configured: its address, port and protocol, or a nat backend it
+    /// serves. (Within one submitted document the same clash is `Invalid`.)
+    #[error(transparent)]
+    Conflict(ConfigError),
 }
 
 fn find_vip(c: &Config, name: &str) -> Result<usize, EditError> {
@@ -157,7 +162,16 @@ impl Change {
                 next.vips[i].backends.remove(j);
             }
         }
-        next.validate()?;
+        next.validate().map_err(|e| match (self, e) {
+            (
+                Change::ReplaceConfig(_),
+                e @ (ConfigError::DuplicateVip { .. } | ConfigError::NatConflict { .. }),
+            ) => EditError::Invalid(e),
+            (_, e @ (ConfigError::DuplicateVip { .. } | ConfigError::NatConflict { .. })) => {
+                EditError::Conflict(e)
+            }
+            (_, e) => EditError::Invalid(e),
+        })?;
         Ok(next)
     }
 }

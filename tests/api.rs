@@ -575,6 +575,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
                  "backends": [{"address": "10.0.1.1"}]},
                 {"name": "b", "address": "10.100.0.2", "port": 80, "protocol": "tcp", "mode": "nat",
                  "backends": [{"address": "10.0.1.1"}]}]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a new VIP with an existing VIP's address, port and protocol (POST)",
+            Method::POST,
+            "/v1/vips".into(),
+            Some(json!({"name": "web2", "address": "10.100.0.1", "port": 80, "protocol": "tcp"})),
             StatusCode::CONFLICT,
         ),
         (

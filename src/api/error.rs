@@ -65,10 +65,10 @@ impl From<ControlError> for ApiError {
             ControlError::Edit(EditError::NoVip(_) | EditError::NoBackend { .. }) => {
                 ApiError::not_found(detail)
             }
+            // With the configuration as it is; a clash within one
+            // submitted document (PUT) is an invalid document, 422.
             ControlError::Edit(
-                EditError::VipExists(_)
-                | EditError::BackendExists { .. }
-                | EditError::Invalid(crate::config::ConfigError::NatConflict { .. }),
+                EditError::VipExists(_) | EditError::BackendExists { .. } | EditError::Conflict(_),
             ) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             ControlError::Edit(EditError::Invalid(_)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", detail)

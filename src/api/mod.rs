@@ -171,7 +171,6 @@ async fn get_config(State(s): State<ApiState>) -> Response {
     params(("If-Match" = Option<String>, Header, description = "apply only if the configuration still has this ETag")),
     responses(
         (status = 200, description = "Applied (or already so)", body = Config),
-        (status = 409, description = "A nat backend would serve two VIPs; nothing changed", body = Problem),
         (status = 412, description = "The ETag did not match", body = Problem),
         (status = 422, description = "Invalid configuration; nothing changed", body = Problem),
         (status = 500, description = "Could not be applied or saved; the detail says whether the previous state is back", body = Problem)))]
@@ -194,7 +193,7 @@ async fn list_vips(State(s): State<ApiState>) -> Response {
 #[utoipa::path(post, path = "/v1/vips", tag = "vips", request_body = Vip,
     responses(
         (status = 201, description = "Created", body = Vip),
-        (status = 409, description = "A VIP of that name exists, or a nat backend would serve two VIPs", body = Problem),
+        (status = 409, description = "A VIP of that name exists, another VIP has its address, port and protocol, or a nat backend would serve two VIPs", body = Problem),
         (status = 412, body = Problem),
         (status = 422, description = "Invalid; nothing changed", body = Problem),
         (status = 500, body = Problem)))]
