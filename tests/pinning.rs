@@ -611,6 +611,53 @@ fn a_vip_only_the_live_index_holds_answers_after_adoption() {
     });
 }
 
+/// The same crash with every VIP id in use (1024 VIPs): the VIP only the
+/// live index holds keeps its id until a flip, and the first apply needs
+/// that id for it. It used to fail (no free VIP id) at every restart.
+#[test]
+#[ignore = "privileged: needs root (BPF, bpffs, netns); run by scripts/test.sh"]
+fn a_crash_before_the_flip_at_full_capacity_is_adopted_and_applied() {
+    let pins = PinDir::new("indexfull");
+    let dir = pins.0.clone();
+    in_new_netns(move || {
+        let topo = Topology::create();
+        let (lt0, mac) = (topo.ifindex("lt0"), topo.iface_mac("lt0"));
+        let vips: Vec<serde_json::Value> = (0..lethe::abi::MAX_VIPS)
+            .map(|i| {
+                serde_json::json!({"name": format!("v{i}"),
+                    "address": format!("10.{}.{}.1", 200 + i / 256, i % 256),
+                    "port": 80, "protocol": "tcp", "mode": "dsr", "table_size": 7,
+                    "backends": [{"address": "10.1.0.11"}]})
+            })
+            .collect();
+        let config: lethe::config::Config =
+            serde_json::from_value(serde_json::json!({ "vips": vips })).unwrap();
+        let plan = Plan::new(&config).unwrap();
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        dp.apply(&plan).unwrap();
+        let frame = Flow::tcp("198.51.100.1", 5000, "10.200.0.1", 80).frame(mac);
+        let reason = |dp: &Dataplane| dp.trace(&frame, lt0).unwrap().reason;
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+        drop(dp);
+
+        // v0 (10.200.0.1:80/tcp) deleted from `vips`, not yet from the
+        // live index: a daemon killed between the two.
+        let vips = MapHandle::from_pinned_path(dir.join("vips")).unwrap();
+        let mut want = std::net::Ipv4Addr::new(10, 200, 0, 1).octets().to_vec();
+        want.extend(80u16.to_be_bytes());
+        let key = vips
+            .keys()
+            .find(|k| k[..4] == want[..4] && k[16..18] == want[4..6])
+            .expect("v0 in vips");
+        vips.delete(&key).unwrap();
+
+        let dp = Dataplane::load_pinned(&dir).unwrap();
+        dp.apply(&plan)
+            .unwrap_or_else(|e| panic!("the first apply after the crash: {e}"));
+        assert_eq!(reason(&dp), Some(Reason::FwdTx));
+    });
+}
+
 /// Pins in another layout (another build's stamp, or maps without one:
 /// pins from before stamps, or a crash before the stamp was written) are
 /// never adopted: loading refuses them and leaves them as they are.

@@ -592,10 +592,13 @@ impl Installed {
             .filter(|k| !wanted.contains(k))
             .copied()
             .collect();
-        if !gone.is_empty() && !self.has_room(plan, resolve_sources) {
+        let r = &self.retiring;
+        let pending = !(r.vip_ids.is_empty() && r.backend_ids.is_empty());
+        if (!gone.is_empty() || pending) && !self.has_room(plan, resolve_sources) {
             // What is added needs the ids the removed VIPs hold (the VIP
-            // ids, when the two together pass MAX_VIPS): they retire first,
-            // with a flip of their own.
+            // ids, when the two together pass MAX_VIPS), or ids still
+            // retiring (adopted from a crash before a flip: what only the
+            // live index holds): they go first, with a flip of their own.
             self.publish_index(maps, &gone)?;
         }
         resourced += self.upsert_vips(maps, plan, resolve_sources)?;
