@@ -876,18 +876,8 @@ mod tests {
             ConfigError::TooManyBackends { .. }
         ));
         assert!(matches!(
-            invalid(|c| {
-                let v = c.vips[0].clone();
-                c.vips = (0..200u16)
-                    .map(|i| Vip {
-                        name: format!("v{i}"),
-                        port: i + 1,
-                        table_size: maglev::MAX_TABLE_SIZE,
-                        ..v.clone()
-                    })
-                    .collect();
-            }),
-            ConfigError::TooManyTableSlots { .. }
+            web_times(200, maglev::MAX_TABLE_SIZE).validate(),
+            Err(ConfigError::TooManyTableSlots { .. })
         ));
         // Every VIP at the default size fits.
         let mut full = web();
@@ -902,24 +892,27 @@ mod tests {
         full.validate().unwrap();
     }
 
+    /// `n` copies of web's VIP (ports 1..=n), tables of `table_size`.
+    fn web_times(n: u16, table_size: u32) -> Config {
+        let mut c = web();
+        let v = c.vips[0].clone();
+        c.vips = (0..n)
+            .map(|i| Vip {
+                name: format!("v{i}"),
+                port: i + 1,
+                table_size,
+                ..v.clone()
+            })
+            .collect();
+        c
+    }
+
     /// The slot budget counts the kernel's 8 bytes a slot: ~512 MiB of
     /// tables at most, 64 VIPs at the largest size (it once counted 4
     /// bytes, allowed 2^27 slots: 1 GiB of kernel tables, 128 such VIPs).
     #[test]
     fn the_table_slot_budget_is_512_mib_of_kernel_tables() {
-        let at_largest = |n: u16| {
-            let mut c = web();
-            let v = c.vips[0].clone();
-            c.vips = (0..n)
-                .map(|i| Vip {
-                    name: format!("v{i}"),
-                    port: i + 1,
-                    table_size: maglev::MAX_TABLE_SIZE,
-                    ..v.clone()
-                })
-                .collect();
-            c.validate()
-        };
+        let at_largest = |n: u16| web_times(n, maglev::MAX_TABLE_SIZE).validate();
         at_largest(64).unwrap();
         let e = at_largest(65).expect_err("65 of the largest tables are over 512 MiB");
         assert!(matches!(e, ConfigError::TooManyTableSlots { .. }), "{e}");
