@@ -86,8 +86,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// After `cancel`: SHUTDOWN_GRACE, cut short by a second SIGTERM or SIGINT.
 async fn grace_over(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     cancel.cancelled().await;
+    // Made now, it hears only signals after the one that began the stop.
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
         _ = tokio::signal::ctrl_c() => {}

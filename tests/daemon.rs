@@ -455,7 +455,22 @@ fn serve_curl_kill_restart_down() {
         let mut child = daemon.child.take().unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        let stopping = Instant::now();
+        // It gives the open request its grace (5 s)...
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "stopped without the grace for the open request"
+        );
+        // ... which a second SIGTERM cuts short.
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let status = exit_of(&mut child, "a daemon told to stop, a request open");
+        assert!(
+            stopping.elapsed() < Duration::from_millis(4500),
+            "a second SIGTERM did not cut the grace short: {:?}",
+            stopping.elapsed()
+        );
         assert!(status.success(), "{status:?}\n{}", daemon.logs());
         assert!(
             daemon.logs().contains("requests still open when stopping"),
