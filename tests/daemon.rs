@@ -89,6 +89,20 @@ impl Daemon {
             .expect("spawn lethe serve")
     }
 
+    /// Starts the daemon on lt0 (at 127.0.0.1:9180) and waits until it is
+    /// ready.
+    fn run(&mut self) {
+        self.child = Some(Self::start(&self.instance, &self.state_dir, &self.log));
+        wait_ready(self);
+    }
+
+    /// kill -9, and reaped.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("a running daemon");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -201,12 +215,7 @@ impl Wire {
 /// 10.1.0.11-13) with curl, and returns the backend MAC a probe frame came
 /// back with.
 fn start_with_web(daemon: &mut Daemon, wire: &Wire) -> [u8; 6] {
-    daemon.child = Some(Daemon::start(
-        &daemon.instance,
-        &daemon.state_dir,
-        &daemon.log,
-    ));
-    wait_ready(daemon);
+    daemon.run();
     let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp", "mode": "dsr",
                      "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
     let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
@@ -348,9 +357,7 @@ fn serve_curl_kill_restart_down() {
         let (link_id, first_prog) = link_ids(&dir);
 
         // kill -9: the link stays, the maps keep working.
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        daemon.kill9();
         assert!(xdp_attached("lt0"), "kill -9 detached the program");
         assert_eq!(probe(1001), Some(mac), "no forwarding without the daemon");
 
@@ -517,12 +524,7 @@ fn cli_commands_drive_the_daemon() {
     let mut daemon = Daemon::named("t-cli");
     in_new_netns(move || {
         let _topo = Topology::create();
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
 
         let ok = |args: &[&str], want: &str| {
             let (success, out, err) = lethe(args);
@@ -720,12 +722,7 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
         let _peer = pass.attach(ifindex("lt1"), AttachMode::Native).unwrap();
         let sock = RawSocket::bind(ifindex("lt1")).unwrap();
         let lb_mac = topo.iface_mac("lt0");
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
         let vip = json!({"name": "web", "address": "10.100.0.1", "port": 80, "protocol": "tcp",
                          "event_sample_rate": 1,
                          "backends": [{"address": "10.1.0.11"}, {"address": "10.1.0.12"}, {"address": "10.1.0.13"}]});
@@ -873,15 +870,8 @@ fn events_reach_tail_and_sse_and_a_stalled_reader_slows_nobody() {
             .0,
             200
         );
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.kill9();
+        daemon.run();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Until tail is back on the new daemon, changes are not seen:
@@ -964,12 +954,7 @@ fn outer_sources_follow_address_and_route_changes() {
     let mut daemon = Daemon::named("t-src");
     in_new_netns(move || {
         let _topo = Topology::create();
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
         let vip = json!({"name": "t6", "address": "fd00:100::1", "port": 80, "protocol": "tcp",
                          "mode": "ipip", "backends": [{"address": "fd00:1::11"}]});
         let (code, body) = curl(&["-X", "POST", &format!("{API}/v1/vips")], Some(&vip));
@@ -997,17 +982,10 @@ fn outer_sources_follow_address_and_route_changes() {
 
         // The route and the address go while no daemon runs: the next one
         // resolves the sources again before it is ready.
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        daemon.kill9();
         sh("ip -6 route del fd00:1::11/128 && ip -6 addr del fd00:1::5/64 dev lt0");
         assert_eq!(outer_sources(&dir), vec![moved], "changed without a daemon");
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
         assert_eq!(
             outer_sources(&dir),
             vec![first],
@@ -1083,9 +1061,7 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         let old_vips = pinned_map_id(&dir, "vips");
 
         // kill -9, then the pins as another build left them.
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        daemon.kill9();
         pin::write_layout(&dir, pin::LAYOUT ^ 1).unwrap();
         let other = |name: &str, value_size: u32| {
             let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
@@ -1161,15 +1137,8 @@ fn a_layout_change_moves_to_fresh_maps_without_a_gap() {
         assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
 
         // The next restart adopts them: no second move.
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.kill9();
+        daemon.run();
         assert_eq!(pinned_map_id(&dir, "vips"), new_vips, "moved again");
         assert_eq!(daemon.logs().matches("moved to fresh maps").count(), 1);
         assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
@@ -1192,9 +1161,7 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
         let dir = daemon.pin_dir();
         let ids = link_ids(&dir);
         let vips = pinned_map_id(&dir, "vips");
-        let mut child = daemon.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        daemon.kill9();
 
         let elsewhere = daemon.state_dir.with_extension("elsewhere");
         let log = daemon.log.with_extension("elsewhere");
@@ -1220,12 +1187,7 @@ fn without_its_saved_configuration_a_daemon_leaves_pinned_vips_alone() {
             "forwarding stopped"
         );
 
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
         assert_eq!(get("/v1/vips/web")["address"], "10.100.0.1");
         assert_eq!(probe_vip(sock, lb_mac, 1001), Some(mac));
     });
@@ -1290,12 +1252,7 @@ fn a_start_that_fails_detaches_what_it_attached_and_a_kept_mode_is_told() {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(generic.id() as i32, libc::SIGTERM) };
         assert!(exit_of(&mut generic, "a daemon told to stop").success());
-        daemon.child = Some(Daemon::start(
-            &daemon.instance,
-            &daemon.state_dir,
-            &daemon.log,
-        ));
-        wait_ready(&daemon);
+        daemon.run();
         assert!(
             daemon.logs().contains("though native was asked for"),
             "{}",
